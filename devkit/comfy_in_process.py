@@ -1,0 +1,27 @@
+"""Import the real ComfyUI in this process, configured for CPU and exact numbers.
+
+Order matters: ComfyUI reads its CLI args when `comfy.model_management` is first
+imported, and `folder_paths` reads `--base-directory` when it is first imported.
+"""
+from pathlib import Path
+
+from . import paths
+
+_configured = False
+
+
+def import_comfy(base_directory: Path | None = None, fp32_text_encoder: bool = True):
+    """Put the host on sys.path, set CPU (+ fp32 text encoder) and return comfy.model_management."""
+    global _configured
+    paths.put_comfyui_on_path()
+    import comfy.options  # noqa: F401  (args are not parsed from sys.argv unless enabled)
+    from comfy.cli_args import args
+    if not _configured:
+        args.cpu = True
+        args.fp32_text_enc = fp32_text_encoder
+        args.disable_api_nodes = True
+        if base_directory is not None:
+            args.base_directory = str(base_directory)
+        _configured = True
+    import comfy.model_management
+    return comfy.model_management

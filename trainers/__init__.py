@@ -1,0 +1,1 @@
+"""Standalone trainers that write the checkpoints StyleSmith's nodes load."""
