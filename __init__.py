@@ -1,17 +1,11 @@
 """ComfyUI entry point of StyleSmith (V3 node API).
 
-ComfyUI imports this package under its folder name; everything below uses relative imports,
-and heavy libraries (open_clip, transformers) are imported only when a node first runs.
+Importing this file does nothing but define `comfy_entrypoint`: ComfyUI calls it once it is fully
+configured, and only then are the nodes (and through them ComfyUI's own modules) imported.
+Heavy libraries (open_clip, transformers) load later still, when a node first runs.
 """
-from comfy_api.latest import ComfyExtension
-
-from .nodes import NODE_LIST
 
 
-class StyleSmithExtension(ComfyExtension):
-    async def get_node_list(self):
-        return list(NODE_LIST)
-
-
-async def comfy_entrypoint() -> StyleSmithExtension:
+async def comfy_entrypoint():
+    from .nodes import StyleSmithExtension
     return StyleSmithExtension()

@@ -12,7 +12,7 @@ CONFIG_DIR = Path(__file__).parent / "open_clip_configs"
 TINY_VIT = "StyleSmith-Tiny-ViT"
 
 
-def _open_clip():
+def open_clip_with_configs():
     """open_clip, with our configs registered. Imported lazily: it is heavy for ComfyUI's start-up."""
     import open_clip
     if TINY_VIT not in open_clip.list_models():
@@ -21,12 +21,12 @@ def _open_clip():
 
 
 def available_architectures() -> list[str]:
-    return _open_clip().list_models()
+    return open_clip_with_configs().list_models()
 
 
 def build_vision_tower(architecture: str, seed: int = 0) -> torch.nn.Module:
     """A randomly initialised open_clip vision tower; the same seed gives the same weights."""
-    open_clip = _open_clip()
+    open_clip = open_clip_with_configs()
     if architecture not in open_clip.list_models():
         raise ValueError(f"open_clip has no architecture {architecture!r}; "
                          f"pick one of open_clip.list_models(), e.g. {TINY_VIT!r} or 'ViT-L-14'.")
@@ -38,7 +38,7 @@ def build_vision_tower(architecture: str, seed: int = 0) -> torch.nn.Module:
 
 def vision_preprocess_config(architecture: str) -> dict:
     """open_clip's preprocessing for an architecture: size, mean, std, interpolation, resize mode."""
-    open_clip = _open_clip()
+    open_clip = open_clip_with_configs()
     config = open_clip.get_model_config(architecture)
     if config is None:
         raise ValueError(f"open_clip has no architecture {architecture!r}")

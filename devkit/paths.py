@@ -56,4 +56,6 @@ def make_base_dir(root: Path, pack_source: Path = REPO_ROOT) -> Path:
     for sub in ("input", "output", "user", "models"):
         (root / sub).mkdir(exist_ok=True)
     (root / "custom_nodes" / PACK_FOLDER_NAME).symlink_to(pack_source, target_is_directory=True)
+    from .example_inputs import write_example_inputs
+    write_example_inputs(root / "input")
     return root

@@ -25,7 +25,7 @@ import torch
 
 from .comfy_in_process import import_comfy
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 DEFAULT_SEED = 20261125
 
 _COMMON = dict(use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False,
@@ -153,29 +153,37 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def ensure_default_models(models_dir: Path, seed: int = DEFAULT_SEED, text_encoder_dtype: str = "fp8") -> list[Path]:
-    """Build the default tiny checkpoints into models_dir/checkpoints unless an identical build is there.
+def ensure_built(path: Path, recipe: dict, build) -> Path:
+    """Run build(path) unless a JSON stamp beside `path` says the same recipe already made it."""
+    stamp_path = path.with_name(path.name + ".stamp.json")
+    if path.is_file() and stamp_path.is_file():
+        stamp = json.loads(stamp_path.read_text())
+        if {k: stamp.get(k) for k in recipe} == recipe:
+            return path
+    started = time.perf_counter()
+    build(path)
+    stamp_path.write_text(json.dumps(dict(recipe, sha256=file_sha256(path)), indent=1))
+    print(f"[tiny_models] built {path} ({path.stat().st_size / 2**20:.1f} MiB) "
+          f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return path
 
-    A JSON stamp beside each file records what built it; a second call only reads stamps.
-    The text encoders are stored in float8 to keep the files small (ComfyUI casts them on load).
+
+def ensure_default_models(models_dir: Path, seed: int = DEFAULT_SEED, text_encoder_dtype: str = "fp8") -> list[Path]:
+    """Build the default tiny checkpoints and style encoders into models_dir unless identical builds are there.
+
+    The checkpoints' text encoders are stored in float8 to keep the files small (ComfyUI casts them on load).
     """
+    from .tiny_style_encoders import DEFAULT_STYLE_ENCODERS, build_style_encoder_file
     built = []
     for spec in DEFAULT_MODELS:
-        path = models_dir / "checkpoints" / spec.file_name
-        stamp_path = path.with_name(path.name + ".stamp.json")
-        wanted = {"builder": BUILDER_VERSION, "family": spec.family, "size": spec.size, "seed": seed,
+        recipe = {"builder": BUILDER_VERSION, "family": spec.family, "size": spec.size, "seed": seed,
                   "text_encoder_dtype": text_encoder_dtype}
-        if path.is_file() and stamp_path.is_file():
-            stamp = json.loads(stamp_path.read_text())
-            if {k: stamp.get(k) for k in wanted} == wanted:
-                built.append(path)
-                continue
-        started = time.perf_counter()
-        build_checkpoint(path, spec.family, spec.size, seed, text_encoder_dtype)
-        stamp_path.write_text(json.dumps(dict(wanted, sha256=file_sha256(path)), indent=1))
-        print(f"[tiny_models] built {path} ({path.stat().st_size / 2**20:.0f} MiB) "
-              f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        built.append(path)
+        built.append(ensure_built(models_dir / "checkpoints" / spec.file_name, recipe,
+                                  lambda p, s=spec: build_checkpoint(p, s.family, s.size, seed, text_encoder_dtype)))
+    for family, file_name in DEFAULT_STYLE_ENCODERS.items():
+        recipe = {"builder": BUILDER_VERSION, "family": family, "seed": seed}
+        built.append(ensure_built(models_dir / "style_encoders" / file_name, recipe,
+                                  lambda p, f=family: build_style_encoder_file(p, f, seed)))
     return built
 
 
@@ -183,6 +191,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--comfyui", type=Path, help="ComfyUI folder (default: $COMFYUI_PATH or the one setup recorded)")
     p.add_argument("--models-dir", type=Path, help="build the default tiny models into MODELS_DIR/checkpoints")
+    p.add_argument("--inputs-dir", type=Path, help="also write the example input images into this ComfyUI input/")
     p.add_argument("--family", choices=["sd15", "sdxl"], help="build one checkpoint of this family (with --out)")
     p.add_argument("--size", choices=["tiny", "full"], default="tiny", help="tiny (tests) or full architecture")
     p.add_argument("--out", type=Path, help="where to write the single checkpoint")
@@ -202,6 +211,9 @@ def main(args) -> None:
         os.environ["COMFYUI_PATH"] = str(args.comfyui)
     if args.models_dir is not None:
         ensure_default_models(args.models_dir, args.seed, args.text_encoder_dtype)
+    if args.inputs_dir is not None:
+        from .example_inputs import write_example_inputs
+        write_example_inputs(args.inputs_dir)
     if args.out is not None:
         meta = build_checkpoint(args.out, args.family, args.size, args.seed, args.text_encoder_dtype)
         print(f"[tiny_models] wrote {args.out}: {meta}", file=sys.stderr)

@@ -1,5 +1,14 @@
 """StyleSmith's ComfyUI nodes: thin glue that validates inputs, calls core/, returns.
 
-Each method's nodes live in their own module; NODE_LIST is what the extension registers.
+Each method's nodes live in their own module; the extension registers them all.
 """
-NODE_LIST: tuple = ()
+from comfy_api.latest import ComfyExtension
+
+from . import style_tokens
+
+NODE_LIST = (*style_tokens.NODES,)
+
+
+class StyleSmithExtension(ComfyExtension):
+    async def get_node_list(self):
+        return list(NODE_LIST)

@@ -76,5 +76,5 @@ fi
 BASE="$STATE/base"
 mkdir -p "$BASE/custom_nodes" "$BASE/input" "$BASE/output" "$BASE/user"
 ln -sfn "$ROOT" "$BASE/custom_nodes/ComfyUI-StyleSmith"
-(cd "$ROOT" && "$PY" -m devkit.tiny_models --comfyui "$COMFY" --models-dir "$BASE/models")
+(cd "$ROOT" && "$PY" -m devkit.tiny_models --comfyui "$COMFY" --models-dir "$BASE/models" --inputs-dir "$BASE/input")
 say "ready: python=$PY comfyui=$COMFY base=$BASE"

@@ -33,7 +33,8 @@ def tiny_models_dir() -> Path:
 def extra_model_paths(tmp_path_factory, tiny_models_dir) -> Path:
     """An extra_model_paths.yaml that shows the host the tiny models, as a user's would."""
     config = tmp_path_factory.mktemp("config") / "extra_model_paths.yaml"
-    config.write_text(f"stylesmith_tiny:\n  base_path: {tiny_models_dir}\n  checkpoints: checkpoints\n")
+    config.write_text(f"stylesmith_tiny:\n  base_path: {tiny_models_dir}\n  checkpoints: checkpoints\n"
+                      "  style_encoders: style_encoders\n")
     return config
 
 

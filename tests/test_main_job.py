@@ -43,7 +43,7 @@ def test_use_checkpoint_swaps_only_the_matching_family():
 
 
 def run_main_job(*args) -> tuple[str, list[Path]]:
-    done = subprocess.run([sys.executable, "-m", "devkit.run_workflows", "--only", "tiny-sd15-text-to-image", *args],
+    done = subprocess.run([sys.executable, "-m", "devkit.run_workflows", "--only", "style-tokens-sd15", *args],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     images = [Path(p) for p in re.findall(r"^\s+(/\S+\.png)$", done.stdout, flags=re.M)]

@@ -1,0 +1,49 @@
+"""Open weight files safely: safetensors only, with errors that name the problem and the fix.
+
+A pickle (.pt/.ckpt/.bin) can run code when loaded, so it is refused before any byte is
+unpickled. Every StyleSmith loader goes through `read_safetensors`.
+"""
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # protocol-2+ pickle, and torch.save's zip container
+PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle"}
+
+
+class WeightFileError(ValueError):
+    """A weight file is missing, unsafe, corrupt or of the wrong kind."""
+
+
+def read_safetensors(path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Return (tensors on CPU, metadata) of a safetensors file; `what` names the file's role in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightFileError(f"The {what} file {path} does not exist. Put it in the right models folder "
+                              "(see docs/formats.md) and refresh the node list.")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if path.suffix.lower() in PICKLE_SUFFIXES or head.startswith(PICKLE_MAGIC):
+        raise WeightFileError(f"{path.name} is a pickle file; StyleSmith refuses to load it because loading a "
+                              f"pickle can run code. Save the {what} as .safetensors instead.")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        size = os.path.getsize(path)
+        raise WeightFileError(f"{path.name} is not a valid safetensors {what} ({e}; {size} bytes): the file is "
+                              "truncated or corrupt. Download or export it again.") from e
+    return tensors, metadata
+
+
+def write_safetensors_atomic(tensors: dict, path, metadata: dict[str, str]) -> None:
+    """Write a safetensors file so that a crash never leaves a half-written file under `path`."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)

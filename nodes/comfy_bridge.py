@@ -1,0 +1,85 @@
+"""The one place where StyleSmith touches ComfyUI objects: CLIP tokens, model management, folders, progress.
+
+Everything here uses ComfyUI's public surfaces (comfy.sd.CLIP's tokenize/encode, ModelPatcher,
+model_management, folder_paths, comfy.utils.ProgressBar), so a ComfyUI update breaks at most
+this module.
+"""
+import os
+
+import torch
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.utils
+import folder_paths
+
+WEIGHT_SUFFIXES = {".safetensors", ".pt", ".pth", ".ckpt", ".bin"}  # pickles are listed so they can be refused clearly
+FAMILY_BY_ENCODERS = {("clip_l",): "SD1.x", ("clip_g", "clip_l"): "SDXL"}
+
+
+def register_model_folder(name: str) -> None:
+    """models/<name>, added after any path a user's extra_model_paths.yaml gave for <name>."""
+    folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+    folder_paths.folder_names_and_paths[name][1].update(WEIGHT_SUFFIXES)
+
+
+def model_files(name: str) -> list[str]:
+    return folder_paths.get_filename_list(name)
+
+
+def model_file_path(folder: str, file_name: str) -> str:
+    path = folder_paths.get_full_path(folder, file_name)
+    if path is None:
+        raise FileNotFoundError(f"{file_name} is not in any models/{folder} folder "
+                                f"({', '.join(folder_paths.get_folder_paths(folder))}). Put it there and refresh.")
+    return path
+
+
+# ---- text encoders -------------------------------------------------------------------------
+def text_encoder_widths(clip) -> dict[str, int]:
+    """{"clip_l": 768} for SD1.x, {"clip_g": 1280, "clip_l": 768} for SDXL: read off the loaded CLIP."""
+    widths = {}
+    for key in clip.tokenize(""):
+        tokenizer = getattr(clip.tokenizer, f"clip_{key}", None)
+        if tokenizer is None or not hasattr(tokenizer, "embedding_size"):
+            raise ValueError(f"This CLIP has a text encoder '{key}' StyleSmith does not know; style tokens need an "
+                             "SD1.x or SDXL CLIP.")
+        widths[f"clip_{key}"] = int(tokenizer.embedding_size)
+    return widths
+
+
+def clip_family_name(widths: dict[str, int]) -> str:
+    return FAMILY_BY_ENCODERS.get(tuple(sorted(widths)), "+".join(sorted(widths)))
+
+
+def tokenize(clip, text: str) -> dict[str, list]:
+    """ComfyUI's tokenisation with word ids: {"l": [[(token, weight, word_id), ...77], ...], ...}."""
+    return clip.tokenize(text, return_word_ids=True)
+
+
+def encode(clip, tokens: dict[str, list]) -> list:
+    """Tokens -> CONDITIONING, exactly as ComfyUI's CLIPTextEncode encodes."""
+    return clip.encode_from_tokens_scheduled(tokens)
+
+
+# ---- models under ComfyUI's model management ------------------------------------------------
+def manage(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
+    """Wrap a torch module so ComfyUI loads it to the GPU and offloads it like any other model."""
+    return comfy.model_patcher.ModelPatcher(module, load_device=comfy.model_management.get_torch_device(),
+                                            offload_device=comfy.model_management.unet_offload_device())
+
+
+def load_to_device(patcher: comfy.model_patcher.ModelPatcher) -> torch.device:
+    comfy.model_management.load_models_gpu([patcher])
+    return patcher.load_device
+
+
+# ---- progress and interrupt -----------------------------------------------------------------
+def with_progress(items):
+    """Iterate with a ComfyUI progress bar; stop with ComfyUI's interrupt when the user presses Cancel."""
+    items = list(items)
+    bar = comfy.utils.ProgressBar(len(items))
+    for item in items:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        yield item
+        bar.update(1)

@@ -1,0 +1,208 @@
+"""Style-token nodes (Chang): load an encoder, image -> STYLE_TOKENS, prompt with style, concat, export."""
+import json
+
+import torch
+from comfy_api.latest import io
+
+from ..core.image_preprocess import preprocess
+from ..core.style_tokens import StyleTokens
+from ..core.token_injection import SpecialTokens, inject_style
+from . import comfy_bridge as bridge
+
+CATEGORY = "StyleSmith/style tokens"
+FOLDER = "style_encoders"
+StyleEncoderType = io.Custom("STYLE_ENCODER")
+StyleTokensType = io.Custom("STYLE_TOKENS")
+
+bridge.register_model_folder(FOLDER)
+
+
+class LoadedStyleEncoder:
+    """A style encoder under ComfyUI's model management, plus its file name for messages."""
+
+    def __init__(self, encoder, file_name: str):
+        self.config = encoder.config
+        self.file_name = file_name
+        self.patcher = bridge.manage(encoder)
+
+
+def check_widths(style_widths: dict[str, int], clip_widths: dict[str, int], family: str) -> None:
+    """Refuse style tokens whose text encoders or widths differ from the CLIP's, naming both."""
+    if style_widths == clip_widths:
+        return
+    def describe(widths):
+        return ", ".join(f"{k} {v}" for k, v in sorted(widths.items()))
+    raise ValueError(
+        f"Token width mismatch: the style tokens are for {family} ({describe(style_widths)}) but the CLIP is "
+        f"{bridge.clip_family_name(clip_widths)} ({describe(clip_widths)}). Load a style encoder trained for "
+        f"{bridge.clip_family_name(clip_widths)}, or use the checkpoint family the encoder was trained for.")
+
+
+def encode_with_style(clip, text: str, style: StyleTokens, placeholder: str) -> list:
+    """CONDITIONING for `text` with the style vectors in place of `placeholder`, one entry per token set."""
+    check_widths(style.widths(), bridge.text_encoder_widths(clip), style.family)
+    tokens = bridge.tokenize(clip, text)
+    empty = bridge.tokenize(clip, "")
+    placeholder_tokens = bridge.tokenize(clip, placeholder) if placeholder.strip() else None
+    conds, pooled = [], []
+    for index in bridge.with_progress(range(style.batch_size)):
+        vectors = style.item(index)
+        injected = {}
+        for key, chunks in tokens.items():
+            ids = [e[0] for e in placeholder_tokens[key][0] if e[2] != 0] if placeholder_tokens else []
+            injected[key], _ = inject_style(chunks, ids, vectors[f"clip_{key}"],
+                                            SpecialTokens.from_empty_prompt(empty[key][0]))
+        (cond, extra), = bridge.encode(clip, injected)
+        conds.append(cond)
+        pooled.append(extra)
+    extra = dict(pooled[0])
+    if "pooled_output" in extra:
+        extra["pooled_output"] = torch.cat([p["pooled_output"] for p in pooled])
+    return [[torch.cat(conds), extra]]
+
+
+class StyleEncoderLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StyleSmithStyleEncoderLoader", display_name="Load Style Encoder", category=CATEGORY,
+            description="Loads a StyleSmith style encoder (.safetensors from models/style_encoders): a CLIP vision "
+                        "backbone with one projection head per text encoder, trained to turn an image into style tokens.",
+            inputs=[io.Combo.Input("encoder_name", options=bridge.model_files(FOLDER),
+                                   tooltip="The style encoder file, from models/style_encoders.")],
+            outputs=[StyleEncoderType.Output(display_name="STYLE_ENCODER")])
+
+    @classmethod
+    def execute(cls, encoder_name):
+        from ..core.style_encoder_file import load_style_encoder
+        encoder = load_style_encoder(bridge.model_file_path(FOLDER, encoder_name))
+        return io.NodeOutput(LoadedStyleEncoder(encoder, encoder_name))
+
+
+class ImageToStyleTokens(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StyleSmithImageToStyleTokens", display_name="Image to Style Tokens", category=CATEGORY,
+            description="Turns reference images into style tokens (8 per image by default) in the text-embedding "
+                        "space. Any size; gray and RGBA images are read as RGB.",
+            inputs=[
+                StyleEncoderType.Input("style_encoder", tooltip="From Load Style Encoder."),
+                io.Image.Input("image", tooltip="One or more reference images whose style you want."),
+                io.Combo.Input("batch_mode", options=["per image", "average"], default="per image",
+                               tooltip="'per image': one token set per image (a batch of conditionings); "
+                                       "'average': one token set, the mean over the images."),
+            ],
+            outputs=[StyleTokensType.Output(display_name="STYLE_TOKENS")])
+
+    @classmethod
+    def execute(cls, style_encoder, image, batch_mode):
+        config = style_encoder.config
+        pixels = preprocess(image, config.preprocess)
+        device = bridge.load_to_device(style_encoder.patcher)
+        encoder = style_encoder.patcher.model
+        parts = []
+        with torch.no_grad():
+            for i in bridge.with_progress(range(pixels.shape[0])):
+                parts.append({k: v.float().cpu() for k, v in encoder(pixels[i:i + 1].to(device)).items()})
+        tokens = StyleTokens({k: torch.cat([p[k] for p in parts]) for k in parts[0]}, config.family)
+        return io.NodeOutput(tokens.averaged() if batch_mode == "average" else tokens)
+
+
+class EncodePromptWithStyle(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StyleSmithEncodePromptWithStyle", display_name="Prompt with Style Tokens", category=CATEGORY,
+            description="Encodes a prompt with the style tokens in place of the placeholder word, at the input of "
+                        "the text encoder, as the style encoder was trained. Without the placeholder the tokens go "
+                        "at the end. SDXL fills both text encoders.",
+            inputs=[
+                io.Clip.Input("clip", tooltip="The CLIP of the checkpoint the style encoder was trained for."),
+                StyleTokensType.Input("style_tokens", tooltip="From Image to Style Tokens."),
+                io.String.Input("text", multiline=True, default="a photo of a lighthouse, in the style of sks",
+                                tooltip="The prompt. The placeholder word marks where the style goes; ComfyUI's "
+                                        "(word:1.2) weighting applies to it too."),
+                io.String.Input("placeholder", default="sks",
+                                tooltip="The word the style tokens replace (the training captions used 'sks')."),
+            ],
+            outputs=[io.Conditioning.Output()])
+
+    @classmethod
+    def execute(cls, clip, style_tokens, text, placeholder):
+        return io.NodeOutput(encode_with_style(clip, text, style_tokens, placeholder))
+
+
+class ConcatStyle(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StyleSmithConcatStyle", display_name="Concat Style to Conditioning", category=CATEGORY,
+            description="Appends a style to any conditioning on the token axis, scaled by strength: give style "
+                        "tokens (with the CLIP to encode them) or a style conditioning. Pooled output and other keys "
+                        "stay the text conditioning's.",
+            inputs=[
+                io.Conditioning.Input("conditioning", tooltip="The conditioning to add the style to."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.05,
+                               tooltip="Multiplies the appended style rows; 1 keeps them as encoded."),
+                StyleTokensType.Input("style_tokens", optional=True,
+                                      tooltip="Style tokens; encoded alone through the CLIP, then appended."),
+                io.Clip.Input("clip", optional=True, tooltip="Needed with style_tokens."),
+                io.Conditioning.Input("style_conditioning", optional=True,
+                                      tooltip="Instead of tokens: a conditioning that carries the style."),
+            ],
+            outputs=[io.Conditioning.Output()])
+
+    @classmethod
+    def execute(cls, conditioning, strength, style_tokens=None, clip=None, style_conditioning=None):
+        if (style_tokens is None) == (style_conditioning is None):
+            raise ValueError("Connect exactly one style: either style_tokens (with clip) or style_conditioning.")
+        if style_tokens is not None:
+            if clip is None:
+                raise ValueError("style_tokens need the clip input too: connect the checkpoint's CLIP.")
+            style_conditioning = encode_with_style(clip, "", style_tokens, "")
+        style = style_conditioning[0][0] * strength
+        out = []
+        for cond, extra in conditioning:
+            if cond.shape[-1] != style.shape[-1]:
+                raise ValueError(f"Token width mismatch: the conditioning is {cond.shape[-1]} wide, the style "
+                                 f"{style.shape[-1]}. Both must come from the same checkpoint family.")
+            if style.shape[0] not in (1, cond.shape[0]):
+                raise ValueError(f"The style has {style.shape[0]} entries and the conditioning {cond.shape[0]}; "
+                                 "use one style (batch_mode 'average') or as many as the conditioning.")
+            appended = style.to(cond).expand(cond.shape[0], -1, -1)
+            out.append([torch.cat([cond, appended], dim=1), dict(extra)])
+        return io.NodeOutput(out)
+
+
+class SaveStyleEmbedding(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StyleSmithSaveStyleEmbedding", display_name="Save Style as Embedding", category=CATEGORY,
+            description="Saves style tokens as a ComfyUI embedding in models/embeddings, usable as "
+                        "embedding:NAME in any stock text encode (SD1: one tensor; SDXL: clip_l and clip_g).",
+            inputs=[
+                StyleTokensType.Input("style_tokens", tooltip="From Image to Style Tokens."),
+                io.String.Input("name", default="stylesmith_style",
+                                tooltip="File name without extension; a batch adds _0, _1, ..."),
+            ],
+            outputs=[io.String.Output(display_name="prompt_word",
+                                      tooltip="embedding:NAME, ready to put in a prompt.")],
+            is_output_node=True)
+
+    @classmethod
+    def execute(cls, style_tokens, name):
+        import folder_paths
+        from ..core.embedding_file import save_embedding
+        if not name.strip() or any(c in name for c in "/\\:") or name.startswith("."):
+            raise ValueError(f"'{name}' is not a usable embedding name: use letters, digits, '_' or '-'.")
+        folder = folder_paths.get_folder_paths("embeddings")[0]
+        names = [name] if style_tokens.batch_size == 1 else [f"{name}_{i}" for i in range(style_tokens.batch_size)]
+        for index, file_name in enumerate(names):
+            save_embedding(style_tokens.item(index), style_tokens.family, f"{folder}/{file_name}.safetensors")
+        words = " ".join(f"embedding:{n}" for n in names)
+        return io.NodeOutput(words, ui={"text": [json.dumps({"saved": names, "folder": folder})]})
+
+
+NODES = [StyleEncoderLoader, ImageToStyleTokens, EncodePromptWithStyle, ConcatStyle, SaveStyleEmbedding]
