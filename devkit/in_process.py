@@ -38,9 +38,9 @@ class _SilentServer:
 
 
 class InProcessHost:
-    def __init__(self, base_dir: Path, extra_model_paths: Path | None = None):
+    def __init__(self, base_dir: Path, extra_model_paths: Path | None = None, cpu: bool = True):
         self.base_dir = Path(base_dir)
-        import_comfy(base_directory=self.base_dir)
+        import_comfy(base_directory=self.base_dir, cpu=cpu)
         import utils.extra_config  # must precede `import nodes`, which reorders sys.path
         if extra_model_paths is not None:
             utils.extra_config.load_extra_path_config(str(extra_model_paths))
@@ -90,7 +90,8 @@ class InProcessHost:
         for node_id in outputs_of:
             valid, reasons, _ = asyncio.run(self._execution.validate_inputs(prompt_id, prompt, node_id, validated))
             if not valid:
-                raise PromptValidationError({"message": f"node {node_id} failed validation", "details": reasons}, {})
+                failed = {k: v[1] for k, v in validated.items() if not v[0] and v[1]}
+                raise PromptValidationError({"message": f"node {node_id} failed validation", "details": reasons}, failed)
             targets.append(node_id)
         return targets
 

@@ -70,7 +70,8 @@ class StyleEncoderLoader(io.ComfyNode):
                         "backbone with one projection head per text encoder, trained to turn an image into style tokens.",
             inputs=[io.Combo.Input("encoder_name", options=bridge.model_files(FOLDER),
                                    tooltip="The style encoder file, from models/style_encoders.")],
-            outputs=[StyleEncoderType.Output(display_name="STYLE_ENCODER")])
+            outputs=[StyleEncoderType.Output(display_name="STYLE_ENCODER",
+                                             tooltip="The encoder, offloaded by ComfyUI like any model.")])
 
     @classmethod
     def execute(cls, encoder_name):
@@ -93,7 +94,8 @@ class ImageToStyleTokens(io.ComfyNode):
                                tooltip="'per image': one token set per image (a batch of conditionings); "
                                        "'average': one token set, the mean over the images."),
             ],
-            outputs=[StyleTokensType.Output(display_name="STYLE_TOKENS")])
+            outputs=[StyleTokensType.Output(display_name="STYLE_TOKENS",
+                                            tooltip="(batch, 8, width) tokens per text encoder of the family.")])
 
     @classmethod
     def execute(cls, style_encoder, image, batch_mode):
@@ -126,7 +128,7 @@ class EncodePromptWithStyle(io.ComfyNode):
                 io.String.Input("placeholder", default="sks",
                                 tooltip="The word the style tokens replace (the training captions used 'sks')."),
             ],
-            outputs=[io.Conditioning.Output()])
+            outputs=[io.Conditioning.Output(tooltip="One entry per token set; use it as the positive prompt.")])
 
     @classmethod
     def execute(cls, clip, style_tokens, text, placeholder):
@@ -151,7 +153,7 @@ class ConcatStyle(io.ComfyNode):
                 io.Conditioning.Input("style_conditioning", optional=True,
                                       tooltip="Instead of tokens: a conditioning that carries the style."),
             ],
-            outputs=[io.Conditioning.Output()])
+            outputs=[io.Conditioning.Output(tooltip="The conditioning with the style rows appended.")])
 
     @classmethod
     def execute(cls, conditioning, strength, style_tokens=None, clip=None, style_conditioning=None):

@@ -216,3 +216,27 @@ def test_server_reports_a_bad_encoder_and_serves_the_next_prompt(comfy_server):
     assert result.status == "error" and "truncated or corrupt" in result.error["exception_message"]
     good = comfy_server.run(api_workflows()["style-tokens-sd15"])
     assert good.status == "success" and good.images
+
+
+def test_image_to_style_tokens_honours_comfyuis_interrupt(comfy_in_process, sd15):
+    import comfy.model_management
+    to_tokens = comfy_in_process.node_classes["StyleSmithImageToStyleTokens"]
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            to_tokens.execute(style_encoder=sd15["encoder"], image=torch.rand(4, 16, 16, 3), batch_mode="per image")
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    tokens = to_tokens.execute(style_encoder=sd15["encoder"], image=torch.rand(4, 16, 16, 3), batch_mode="per image")
+    assert tokens[0].batch_size == 4
+
+
+def test_every_node_input_and_output_has_a_tooltip_and_every_node_a_description(object_info):
+    ours = {name: info for name, info in object_info.items() if info["python_module"].endswith("ComfyUI-StyleSmith")}
+    assert ours, "no StyleSmith node in /object_info"
+    for name, info in ours.items():
+        assert info["description"], f"{name} has no description"
+        for section in ("required", "optional"):
+            for input_name, spec in info["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+        assert all(info["output_tooltips"]), f"{name} has an output without a tooltip"
