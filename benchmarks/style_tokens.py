@@ -105,7 +105,7 @@ def main(args) -> None:
 
 
 def run_benchmark(args, work: Path) -> None:
-    from devkit.comfy_in_process import import_comfy
+    from trainers.comfy_host import import_comfy
     from devkit.in_process import InProcessHost
     base = paths.make_base_dir(work / "base")
     import_comfy(base_directory=base, cpu=not args.gpu)

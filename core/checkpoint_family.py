@@ -38,3 +38,16 @@ def checkpoint_family(path: Path) -> str:
         raise ValueError(f"{path} is neither an SD1.x nor an SDXL checkpoint (no text-encoder keys "
                          f"{' or '.join(FAMILY_MARKERS.values())}); StyleSmith's workflows need one of those.")
     return family
+
+
+def family_of_comfy_model(model_patcher) -> str:
+    """"sd15" or "sdxl" for a ComfyUI MODEL, read off its detected model-config class (and its bases),
+    without importing ComfyUI; a clear error for any other family."""
+    config = model_patcher.model.model_config
+    names = {cls.__name__ for cls in type(config).__mro__}
+    if "SDXL" in names:
+        return "sdxl"
+    if "SD15" in names:
+        return "sd15"
+    raise ValueError(f"ComfyUI detects this model as {type(config).__name__}; StyleSmith supports SD1.x (SD15) "
+                     "and SDXL models.")

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from . import paths
-from .comfy_in_process import import_comfy
+from trainers.comfy_host import import_comfy
 from .server import HostError
 
 

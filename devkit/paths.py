@@ -5,8 +5,9 @@ the venv, the ComfyUI host (unless $COMFYUI_PATH names another) and the base dir
 whose custom_nodes/ holds this pack and whose models/ holds the tiny default models.
 """
 import os
-import sys
 from pathlib import Path
+
+from trainers.comfy_host import locate_comfyui
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACK_FOLDER_NAME = "ComfyUI-StyleSmith"
@@ -17,15 +18,8 @@ def state_dir() -> Path:
 
 
 def comfyui_dir() -> Path:
-    """The ComfyUI host: $COMFYUI_PATH, else the one scripts/setup.sh recorded."""
-    if os.environ.get("COMFYUI_PATH"):
-        return Path(os.environ["COMFYUI_PATH"]).resolve()
-    recorded = state_dir() / "comfyui-path"
-    if not recorded.is_file():
-        raise FileNotFoundError(
-            f"No ComfyUI host is set up ({recorded} is missing). Run scripts/setup.sh, "
-            "or set COMFYUI_PATH to a ComfyUI folder.")
-    return Path(recorded.read_text().strip())
+    """The ComfyUI host: $COMFYUI_PATH, else the one scripts/setup.sh recorded (see trainers.comfy_host)."""
+    return locate_comfyui()
 
 
 def base_dir() -> Path:
@@ -35,19 +29,6 @@ def base_dir() -> Path:
 
 def models_dir() -> Path:
     return base_dir() / "models"
-
-
-def put_comfyui_on_path() -> Path:
-    """Make `import comfy` resolve to the host, ahead of anything else named alike.
-
-    ComfyUI's own top-level modules (`nodes`, `utils`, ...) must win over this repo's
-    folders, so the host goes first on sys.path.
-    """
-    comfy = str(comfyui_dir())
-    if comfy in sys.path:
-        sys.path.remove(comfy)
-    sys.path.insert(0, comfy)
-    return Path(comfy)
 
 
 def make_base_dir(root: Path, pack_source: Path = REPO_ROOT) -> Path:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from . import paths
 
-SERVER_FLAGS = ("--cpu", "--disable-auto-launch", "--disable-api-nodes", "--database-url", "sqlite:///:memory:")
+SERVER_FLAGS = ("--cpu", "--disable-auto-launch", "--disable-api-nodes")
 IMPORT_TIME_LINE = re.compile(r"^\s*([0-9.]+) seconds( \(IMPORT FAILED\))?: (.+)$")
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .comfy_in_process import import_comfy
+from trainers.comfy_host import import_comfy
 
 BUILDER_VERSION = 3
 DEFAULT_SEED = 20261125
@@ -169,10 +169,12 @@ def ensure_built(path: Path, recipe: dict, build) -> Path:
 
 
 def ensure_default_models(models_dir: Path, seed: int = DEFAULT_SEED, text_encoder_dtype: str = "fp8") -> list[Path]:
-    """Build the default tiny checkpoints and style encoders into models_dir unless identical builds are there.
+    """Build the default tiny checkpoints, style encoders and StyleForge LoRAs into models_dir unless
+    identical builds are there.
 
     The checkpoints' text encoders are stored in float8 to keep the files small (ComfyUI casts them on load).
     """
+    from .tiny_loras import DEFAULT_LORAS, build_styleforge_lora
     from .tiny_style_encoders import DEFAULT_STYLE_ENCODERS, build_style_encoder_file
     built = []
     for spec in DEFAULT_MODELS:
@@ -184,6 +186,12 @@ def ensure_default_models(models_dir: Path, seed: int = DEFAULT_SEED, text_encod
         recipe = {"builder": BUILDER_VERSION, "family": family, "seed": seed}
         built.append(ensure_built(models_dir / "style_encoders" / file_name, recipe,
                                   lambda p, f=family: build_style_encoder_file(p, f, seed)))
+    sd15 = models_dir / "checkpoints" / TINY_CHECKPOINTS["sd15"]
+    for file_name, components in DEFAULT_LORAS.items():
+        recipe = {"builder": BUILDER_VERSION, "seed": seed, "components": components,
+                  "checkpoint_sha256": json.loads(sd15.with_name(sd15.name + ".stamp.json").read_text())["sha256"]}
+        built.append(ensure_built(models_dir / "loras" / file_name, json.loads(json.dumps(recipe)),
+                                  lambda p, c=components: build_styleforge_lora(p, sd15, c, seed)))
     return built
 
 

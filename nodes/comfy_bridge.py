@@ -62,6 +62,13 @@ def encode(clip, tokens: dict[str, list]) -> list:
     return clip.encode_from_tokens_scheduled(tokens)
 
 
+# ---- LoRA ------------------------------------------------------------------------------------
+def apply_lora(model, clip, tensors: dict, strength_model: float, strength_clip: float):
+    """Patch clones of MODEL and CLIP with a LoRA exactly as ComfyUI's LoraLoader does."""
+    import comfy.sd
+    return comfy.sd.load_lora_for_models(model, clip, tensors, strength_model, strength_clip)
+
+
 # ---- models under ComfyUI's model management ------------------------------------------------
 def manage(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
     """Wrap a torch module so ComfyUI loads it to the GPU and offloads it like any other model."""

@@ -3,7 +3,9 @@
 The repository root goes at the END of sys.path and ComfyUI at the front, so `import nodes`
 is always ComfyUI's module and never this pack's `nodes/` package (DESIGN §2).
 """
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,18 @@ from devkit import paths  # noqa: E402
 from devkit.server import ComfyServer  # noqa: E402
 from devkit.paths import make_base_dir  # noqa: E402
 from devkit.tiny_models import TINY_CHECKPOINTS  # noqa: E402
+from trainers.comfy_host import import_comfy, put_comfyui_on_path  # noqa: E402
 
-paths.put_comfyui_on_path()
+put_comfyui_on_path()
+
+# One ComfyUI configuration per process (CPU, fp32 text encoder, this base directory): the
+# in-process host and the trainers under test share it.
+SESSION_BASE = make_base_dir(Path(tempfile.mkdtemp(prefix="stylesmith-tests-")) / "base")
+import_comfy(base_directory=SESSION_BASE)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_BASE.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +46,7 @@ def extra_model_paths(tmp_path_factory, tiny_models_dir) -> Path:
     """An extra_model_paths.yaml that shows the host the tiny models, as a user's would."""
     config = tmp_path_factory.mktemp("config") / "extra_model_paths.yaml"
     config.write_text(f"stylesmith_tiny:\n  base_path: {tiny_models_dir}\n  checkpoints: checkpoints\n"
-                      "  style_encoders: style_encoders\n")
+                      "  style_encoders: style_encoders\n  loras: loras\n")
     return config
 
 
@@ -54,7 +66,7 @@ def object_info(comfy_server) -> dict:
 @pytest.fixture(scope="session")
 def comfy_in_process(tmp_path_factory, extra_model_paths):
     from devkit.in_process import InProcessHost
-    return InProcessHost(make_base_dir(tmp_path_factory.mktemp("in-process-base")), extra_model_paths)
+    return InProcessHost(SESSION_BASE, extra_model_paths)
 
 
 @pytest.fixture(scope="session")

@@ -116,27 +116,30 @@ def test_batch_modes_and_placeholder_free_prompts(comfy_in_process):
     assert torch.allclose(averaged[0], per_image["4"][0].tokens["clip_l"].mean(0), atol=1e-6)
 
 
-def test_nodes_do_not_mutate_clip_or_conditioning(comfy_in_process):
+def test_nodes_do_not_mutate_clip_or_conditioning(comfy_in_process, sd15):
     graph = style_graph("sd15")
     graph["6"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a red boat", "clip": ["1", 1]}}
-    first = comfy_in_process.run(graph, outputs_of=("1", "6"))
-    clip, conditioning = first["1"][1], first["6"][0]
+    conditioning = comfy_in_process.run(graph, outputs_of=("6",))["6"][0]
+    clip, tokens = sd15["clip"], sd15["tokens"]
     conditioning_before = copy.deepcopy(conditioning)
+    tokens_before = {k: v.clone() for k, v in tokens.tokens.items()}
     clip_before = {k: v.clone() for k, v in clip.cond_stage_model.state_dict().items()}
     patches_before = dict(clip.patcher.patches)
-    graph["7"] = {"class_type": "StyleSmithConcatStyle",
-                  "inputs": {"conditioning": ["6", 0], "strength": 0.5, "style_tokens": ["4", 0], "clip": ["1", 1]}}
-    out = comfy_in_process.run(graph, outputs_of=("5", "6", "7"))
-    assert out["6"][0] is conditioning, "the text conditioning should have come from the cache"
+    nodes = comfy_in_process.node_classes
+    nodes["StyleSmithEncodePromptWithStyle"].execute(clip=clip, style_tokens=tokens, text="a boat, sks", placeholder="sks")
+    joined = nodes["StyleSmithConcatStyle"].execute(conditioning=conditioning, strength=0.5, style_tokens=tokens,
+                                                    clip=clip)[0]
     (cond, extra), = conditioning
     (cond0, extra0), = conditioning_before
     assert torch.equal(cond, cond0) and extra.keys() == extra0.keys()
     assert all(torch.equal(extra[k], extra0[k]) for k in extra if torch.is_tensor(extra[k]))
+    assert all(torch.equal(tokens.tokens[k], tokens_before[k]) for k in tokens_before)
     assert all(torch.equal(v, clip_before[k]) for k, v in clip.cond_stage_model.state_dict().items())
     assert dict(clip.patcher.patches) == patches_before
-    (joined, joined_extra), = out["7"][0]
-    assert joined.shape == (1, 77 + 77, 768)
-    assert torch.equal(joined[:, :77], cond) and torch.equal(joined_extra["pooled_output"], extra["pooled_output"])
+    (joined_cond, joined_extra), = joined
+    assert joined_cond.shape == (1, 77 + 77, 768)
+    assert torch.equal(joined_cond[:, :77], cond) and torch.equal(joined_extra["pooled_output"], extra["pooled_output"])
+    assert joined_extra is not extra
 
 
 def test_concat_strength_scales_the_appended_style(comfy_in_process):

@@ -9,7 +9,7 @@ from devkit.tiny_models import build_checkpoint, file_sha256
 
 @pytest.fixture(scope="module")
 def comfy_sd():
-    from devkit.comfy_in_process import import_comfy
+    from trainers.comfy_host import import_comfy
     import_comfy()
     import comfy.sd
     return comfy.sd

@@ -1,0 +1,273 @@
+"""StyleForge: the dual-binding LoRA trainer, its file, and the loader / prompt nodes on the real host."""
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from core.lora_file import read_lora
+from core.image_folder import DatasetError
+from devkit.example_inputs import content_image, style_reference
+from devkit.in_process import NodeExecutionError
+from devkit.paths import REPO_ROOT
+from devkit.workflows import api_workflows
+from trainers.styleforge import parse_args, train
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def image_sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("styleforge-data")
+    sets = {}
+    for name, make, count in (("refs", lambda i: style_reference(72, seed=i), 3),
+                              ("aux", lambda i: content_image(64).rotate(20 * i), 2),
+                              ("refs2", lambda i: style_reference(64, seed=50 + i).rotate(90), 2),
+                              ("aux2", lambda i: content_image(64).transpose(0), 2)):
+        (root / name).mkdir()
+        for i in range(count):
+            make(i).save(root / name / f"{i}.png")
+        sets[name] = root / name
+    return sets
+
+
+def argv(checkpoint, sets, out, *extra, steps=3, lr="5e-3"):
+    return ["--checkpoint", str(checkpoint), "--styleref", str(sets["refs"]), "--aux", str(sets["aux"]),
+            "--output-dir", str(out), "--resolution", "64", "--steps", str(steps), "--lr", lr,
+            "--sample-steps", "0", "--save-dtype", "fp32", "--no-resume", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_checkpoint, image_sets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("styleforge-run")
+    return train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, out, "--train-text-encoder")))
+
+
+def relative_l2(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_written_file_has_kohya_keys_and_trigger_metadata(trained):
+    tensors, info = read_lora(trained.lora_path)
+    assert info.family == "sd15" and info.source == "stylesmith"
+    assert [c.trigger for c in info.components] == ["zwx style"]
+    assert any(k.startswith("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q") for k in tensors)
+    assert any(k.startswith("lora_te_text_model_encoder_layers_0_self_attn_q_proj") for k in tensors)
+    with safe_open(str(trained.lora_path), "pt") as f:
+        meta = f.metadata()
+    assert meta["modelspec.trigger_phrase"] == "zwx style"
+    assert meta["ss_network_dim"] == "16" and meta["stylesmith.base_checkpoint"].startswith("stylesmith-tiny-sd15")
+    assert len(meta["stylesmith.base_checkpoint_sha256"]) == 64
+    for picture in ("loss.png", "run_summary.json", "checkpoint.pt"):
+        assert (trained.lora_path.parent / picture).is_file()
+
+
+def test_comfyui_loads_every_key_and_reproduces_the_trainers_model(trained, tiny_checkpoint, caplog):
+    import comfy.model_management
+    import comfy.sd
+    diffusion, prompt = trained.diffusion, "a photo of zwx style"
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 8, 8, generator=generator)
+    sigma = torch.tensor([3.0])
+    with torch.no_grad():
+        cond, pooled = diffusion.encode_prompt(prompt)
+        in_memory = diffusion.unet.apply_model(x, sigma, **diffusion.model_inputs(cond, pooled, x))
+        for lora in trained.loras.values():
+            lora.detach()
+        base_cond, base_pooled = diffusion.encode_prompt(prompt)
+        base = diffusion.unet.apply_model(x, sigma, **diffusion.model_inputs(base_cond, base_pooled, x))
+        for lora in trained.loras.values():
+            lora.attach()
+    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(tiny_checkpoint("sd15")), output_vae=False)
+    tensors, _ = read_lora(trained.lora_path)
+    with caplog.at_level(logging.WARNING):
+        model, clip = comfy.sd.load_lora_for_models(model, clip, tensors, 1.0, 1.0)
+    assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()]
+    comfy.model_management.load_models_gpu([model, clip.patcher], force_full_load=True)
+    with torch.no_grad():
+        loaded_cond, loaded_pooled = clip.encode_from_tokens(clip.tokenize(prompt), return_pooled=True)
+        conds = model.model.extra_conds(cross_attn=loaded_cond, pooled_output=loaded_pooled, noise=x, device=x.device)
+        loaded = model.model.apply_model(x, sigma, **{k: v.cond for k, v in conds.items()})
+    assert relative_l2(cond, base_cond) > 1e-4, "the text-encoder LoRA changes nothing: the test would be vacuous"
+    assert relative_l2(in_memory, base) > 1e-4, "the LoRA changes nothing: the test would be vacuous"
+    assert relative_l2(loaded_cond, cond) <= 1e-5
+    assert relative_l2(loaded, in_memory) <= 1e-5
+
+
+def fixed_instance_loss(result) -> float:
+    """Instance loss on fixed noises and timesteps, so before and after are comparable."""
+    d = result.diffusion
+    with torch.no_grad():
+        cond, pooled = d.encode_prompt("a photo of zwx style")
+        losses = [d.epsilon_loss(latent[None], cond, pooled, torch.Generator().manual_seed(seed))
+                  for seed in range(24) for latent in result.data[0].styleref]
+    return float(torch.stack(losses).mean())
+
+
+def test_training_loss_falls(tiny_checkpoint, image_sets, tmp_path):
+    result = train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, tmp_path, steps=30, lr="2e-2")))
+    after = fixed_instance_loss(result)
+    for lora in result.loras.values():
+        lora.detach()
+    before = fixed_instance_loss(result)
+    assert after < 0.9 * before, f"fixed-set instance loss {before:.4f} -> {after:.4f}"
+
+
+def test_prior_term_is_live(tiny_checkpoint, image_sets, tmp_path):
+    weights = {}
+    for weight in ("0", "1"):
+        result = train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, tmp_path / weight, "--prior-weight", weight,
+                                       steps=2)))
+        weights[weight] = {k: v.clone() for k, v in result.loras.state_dict().items()}
+        for lora in result.loras.values():
+            lora.detach()
+    assert any(not torch.equal(weights["0"][k], weights["1"][k]) for k in weights["0"])
+
+
+def test_multi_styleforge_writes_one_identifier_per_component(tiny_checkpoint, image_sets, tmp_path):
+    components = [f"name=characters,identifier=zwx,class=style,styleref={image_sets['refs']},aux={image_sets['aux']}",
+                  f"name=backgrounds,identifier=qwv,class=style,styleref={image_sets['refs2']},aux={image_sets['aux2']}"]
+    args = parse_args(["--checkpoint", str(tiny_checkpoint("sd15")), "--output-dir", str(tmp_path), "--resolution", "64",
+                       "--steps", "2", "--sample-steps", "1", "--no-resume",
+                       *[x for c in components for x in ("--component", c)]])
+    result = train(args)
+    for lora in result.loras.values():
+        lora.detach()
+    _, info = read_lora(result.lora_path)
+    assert [(c.name, c.trigger) for c in info.components] == [("characters", "zwx style"), ("backgrounds", "qwv style")]
+    assert {"characters instance", "characters prior", "backgrounds instance", "backgrounds prior"} == set(result.history)
+    assert (tmp_path / "samples.png").is_file() and (tmp_path / "loss.png").is_file()
+
+
+@pytest.mark.sdxl
+def test_sdxl_lora_covers_both_text_encoders(tiny_checkpoint, image_sets, tmp_path, caplog):
+    import comfy.sd
+    result = train(parse_args(argv(tiny_checkpoint("sdxl"), image_sets, tmp_path, "--train-text-encoder", steps=1)))
+    for lora in result.loras.values():
+        lora.detach()
+    tensors, info = read_lora(result.lora_path)
+    assert info.family == "sdxl"
+    assert any(k.startswith("lora_te1_") for k in tensors) and any(k.startswith("lora_te2_") for k in tensors)
+    assert any(k.startswith("lora_unet_input_blocks_") for k in tensors)
+    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(tiny_checkpoint("sdxl")), output_vae=False)
+    with caplog.at_level(logging.WARNING):
+        comfy.sd.load_lora_for_models(model, clip, tensors, 1.0, 1.0)
+    assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()]
+
+
+def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, image_sets, tmp_path):
+    interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
+    command = [sys.executable, "-m", "trainers.styleforge", *argv(tiny_checkpoint("sd15"), image_sets, interrupted,
+                                                                  steps=200)[:-1], "--save-every", "2"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (interrupted / "checkpoint.pt").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved_step = torch.load(interrupted / "checkpoint.pt", weights_only=True)["step"]
+    assert 2 <= saved_step < 8
+    resumed = train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, interrupted, steps=8)[:-1] + ["--save-every", "2"]))
+    for lora in resumed.loras.values():
+        lora.detach()
+    uninterrupted = train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, straight, steps=8)))
+    for lora in uninterrupted.loras.values():
+        lora.detach()
+    a, _ = read_lora(resumed.lora_path)
+    b, _ = read_lora(uninterrupted.lora_path)
+    assert a.keys() == b.keys()
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-6
+    assert not list(interrupted.glob(".*partial"))
+
+
+def test_bad_training_input_names_the_problem(tiny_checkpoint, image_sets, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    (empty / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="no usable image.*broken.png"):
+        train(parse_args(["--checkpoint", str(tiny_checkpoint("sd15")), "--styleref", str(empty), "--aux",
+                          str(image_sets["aux"]), "--output-dir", str(tmp_path / "o"), "--resolution", "64"]))
+    with pytest.raises(SystemExit):
+        parse_args(["--checkpoint", "x", "--output-dir", str(tmp_path), "--styleref", str(empty)])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(parse_args(argv(tmp_path / "missing.safetensors", image_sets, tmp_path / "o2")))
+
+
+# ---- nodes --------------------------------------------------------------------------------------
+def loader_graph(lora_name: str, checkpoint: str = "stylesmith-tiny-sd15.safetensors", template="a boat, {all}"):
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "2": {"class_type": "StyleSmithStyleForgeLoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1],
+              "lora_name": lora_name, "strength_model": 1.0, "strength_clip": 1.0}},
+        "3": {"class_type": "StyleSmithStyleForgePrompt", "inputs": {"components": ["2", 3], "template": template}},
+    }
+
+
+def test_loader_outputs_triggers_and_prompt_composes_components(comfy_in_process):
+    out = comfy_in_process.run(loader_graph("stylesmith-tiny-multistyleforge-sd15.safetensors",
+                                            template="a knight in {characters}, in a forest in {backgrounds}"),
+                               outputs_of=("1", "2", "3"))
+    model, clip = out["1"][0], out["1"][1]
+    patched_model, patched_clip, trigger, components = out["2"]
+    assert trigger == "zwx style, qwv style"
+    assert [c.name for c in components] == ["characters", "backgrounds"]
+    assert out["3"][0] == "a knight in zwx style, in a forest in qwv style"
+    assert patched_model is not model and patched_clip is not clip
+    assert not model.patches and len(patched_model.patches) > 0, "the input MODEL must stay unpatched"
+
+
+def test_prompt_template_with_an_unknown_component_names_the_known_ones(comfy_in_process):
+    with pytest.raises(NodeExecutionError, match=r"\['all', 'style'\]"):
+        comfy_in_process.run(loader_graph("stylesmith-tiny-styleforge-sd15.safetensors", template="{characters} boat"),
+                             outputs_of=("3",))
+
+
+def test_loras_made_elsewhere_give_their_triggers_or_a_clear_fallback(comfy_in_process, tiny_models_dir):
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(str(tiny_models_dir / "loras" / "stylesmith-tiny-styleforge-sd15.safetensors"))
+    folder = comfy_in_process.base_dir / "models" / "loras"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "kohya-made.safetensors"),
+              metadata={"ss_tag_frequency": json.dumps({"10_img": {"inkwash": 9, "1girl": 3}})})
+    save_file(tensors, str(folder / "modelspec-made.safetensors"), metadata={"modelspec.trigger_phrase": "abc style, xyz"})
+    save_file(tensors, str(folder / "bare.safetensors"))
+    for name, expected in (("kohya-made", "inkwash"), ("modelspec-made", "abc style, xyz"), ("bare", "")):
+        out = comfy_in_process.run(loader_graph(f"{name}.safetensors"), outputs_of=("2",))
+        assert out["2"][2] == expected
+
+
+@pytest.mark.sdxl
+def test_lora_for_another_family_names_both(comfy_in_process):
+    with pytest.raises(NodeExecutionError) as excinfo:
+        comfy_in_process.run(loader_graph("stylesmith-tiny-styleforge-sd15.safetensors",
+                                          checkpoint="stylesmith-tiny-sdxl.safetensors"), outputs_of=("2",))
+    assert "LoRA for SD1.x but the model is SDXL" in str(excinfo.value)
+
+
+def test_corrupt_lora_is_refused_and_the_server_serves_on(comfy_server):
+    folder = comfy_server.base_dir / "models" / "loras"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    bad = json.loads(json.dumps(api_workflows()["styleforge-sd15"]))
+    bad["2"]["inputs"]["lora_name"] = "corrupt.safetensors"
+    result = comfy_server.run(bad)
+    assert result.status == "error" and "truncated or corrupt" in result.error["exception_message"]
+    assert comfy_server.run(api_workflows()["styleforge-sd15"]).status == "success"
+
+
+def test_two_ranks_under_torchrun_train_together(tiny_checkpoint, image_sets, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m",
+                           "trainers.styleforge", *argv(tiny_checkpoint("sd15"), image_sets, tmp_path, steps=2)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "run_summary.json").read_text())
+    assert summary["facts"]["ranks"] == "2"
+    tensors, info = read_lora(tmp_path / "styleforge.safetensors")
+    assert info.components[0].trigger == "zwx style"
+    assert any(t.abs().max() > 0 for k, t in tensors.items() if k.endswith("lora_up.weight"))

@@ -1,0 +1,102 @@
+"""A user's checkpoint, loaded by ComfyUI's own loader, with what diffusion training needs.
+
+Trainers reach ComfyUI only here: model loading (comfy.sd), the model's own noise schedule and
+prediction type (model_sampling / apply_model), its conditioning inputs (extra_conds), and
+preview sampling (comfy.sample). So trainer and nodes see exactly the same model.
+"""
+from pathlib import Path
+
+import torch
+
+from core.checkpoint_family import family_of_comfy_model
+
+
+class ComfyDiffusion:
+    def __init__(self, checkpoint: Path, device: torch.device):
+        import comfy.model_management
+        import comfy.sd
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"Checkpoint {checkpoint} does not exist: pass the path of your SD1.5 or SDXL "
+                                    ".safetensors file with --checkpoint.")
+        self.model, self.clip, self.vae, _ = comfy.sd.load_checkpoint_guess_config(
+            str(checkpoint), output_vae=True, output_clip=True)
+        if self.clip is None or self.vae is None:
+            raise ValueError(f"{checkpoint.name} holds no text encoder or no VAE; training needs a full checkpoint.")
+        self.family = family_of_comfy_model(self.model)
+        self.device = device
+        comfy.model_management.load_models_gpu([self.model, self.clip.patcher], force_full_load=True)
+        self.unet = self.model.model
+        self.unet.requires_grad_(False)
+        self.clip.cond_stage_model.requires_grad_(False)
+
+    @property
+    def unet_module(self) -> torch.nn.Module:
+        return self.unet.diffusion_model
+
+    @property
+    def text_encoder_module(self) -> torch.nn.Module:
+        return self.clip.cond_stage_model
+
+    def allow_text_encoder_gradients(self) -> None:
+        """ComfyUI's CLIP layers add to the residual stream in place (x += attn(ln1(x))); once a LoRA makes
+        x require grad, autograd rejects that, because LayerNorm saved x. Feeding each LayerNorm a copy
+        keeps its saved input intact; values are unchanged."""
+        for module in self.text_encoder_module.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.register_forward_pre_hook(lambda m, args: (args[0].clone(),) + args[1:]
+                                                 if torch.is_grad_enabled() else None)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """IMAGE batch (N, H, W, 3) in [0, 1] -> the model's scaled latents (N, C, H/8, W/8)."""
+        latents = torch.cat([self.vae.encode(images[i:i + 1]) for i in range(images.shape[0])])
+        return self.unet.latent_format.process_in(latents.float()).to(self.device)
+
+    def encode_prompt(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cond, pooled), differentiable through any LoRA attached to the text encoder."""
+        out = self.clip.encode_from_tokens(self.clip.tokenize(text), return_pooled=True, return_dict=True)
+        return out["cond"].to(self.device), out["pooled_output"].to(self.device)
+
+    def model_inputs(self, cond: torch.Tensor, pooled: torch.Tensor, latents: torch.Tensor) -> dict:
+        """The UNet's conditioning kwargs as ComfyUI's sampler builds them (SDXL adds the `y` vector)."""
+        height, width = latents.shape[-2] * 8, latents.shape[-1] * 8
+        conds = self.unet.extra_conds(cross_attn=cond, pooled_output=pooled, width=width, height=height,
+                                      target_width=width, target_height=height, device=self.device, noise=latents)
+        return {k: v.cond.to(self.device) for k, v in conds.items()}
+
+    def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """sigma(t) for t uniform over the model's discrete training timesteps."""
+        ms = self.unet.model_sampling
+        return ms.sigma(torch.randint(0, len(ms.sigmas), (count,), generator=generator).float())
+
+    def epsilon_loss(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor,
+                     generator: torch.Generator) -> torch.Tensor:
+        """DDPM objective ||eps - eps_theta(z_t, t, c)||^2, t uniform over the model's own timesteps.
+
+        ComfyUI's apply_model returns the x0 prediction for any prediction type, so eps is read back
+        as (z_t - x0_hat) / sigma (k-diffusion form z_t = z_0 + sigma * eps).
+        """
+        n = latents.shape[0]
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        sigma = self.sample_sigmas(n, generator).to(latents)
+        noisy = self.unet.model_sampling.noise_scaling(sigma, noise, latents)
+        x0 = self.unet.apply_model(noisy, sigma, **self.model_inputs(cond.expand(n, -1, -1), pooled.expand(n, -1), latents))
+        eps = (noisy - x0) / sigma.view(-1, 1, 1, 1)
+        return torch.nn.functional.mse_loss(eps.float(), noise.float())
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str], negative: str, size: int, steps: int, seed: int, cfg: float = 7.0) -> torch.Tensor:
+        """Preview images (N, H, W, 3) with ComfyUI's own sampler, through whatever LoRA is attached."""
+        import comfy.sample
+        images = []
+        for i, prompt in enumerate(prompts):
+            cond, pooled = self.encode_prompt(prompt)
+            ncond, npooled = self.encode_prompt(negative)
+            latent = torch.zeros(1, self.unet.latent_format.latent_channels, size // 8, size // 8)
+            noise = comfy.sample.prepare_noise(latent, seed + i)
+            samples = comfy.sample.sample(self.model, noise, steps, cfg, "euler", "normal",
+                                          [[cond, {"pooled_output": pooled}]], [[ncond, {"pooled_output": npooled}]],
+                                          latent, seed=seed + i, disable_pbar=True)
+            images.append(self.vae.decode(samples).float().cpu())
+        return torch.cat(images)

@@ -1,0 +1,63 @@
+"""Import the real ComfyUI in this process: trainers, benchmarks and tests load models through it.
+
+Order matters: ComfyUI reads its CLI args when `comfy.model_management` is first imported, and
+`folder_paths` reads `--base-directory` when it is first imported. The host is found at
+`--comfyui`, else $COMFYUI_PATH, else the ComfyUI this pack is installed in
+(`ComfyUI/custom_nodes/ComfyUI-StyleSmith`), else the one scripts/setup.sh recorded.
+"""
+import os
+import sys
+from pathlib import Path
+
+PACK_ROOT = Path(__file__).resolve().parent.parent
+_configured = False
+
+
+def is_comfyui(folder: Path) -> bool:
+    return (folder / "main.py").is_file() and (folder / "comfy").is_dir()
+
+
+def locate_comfyui(explicit: Path | None = None) -> Path:
+    candidates = [explicit, os.environ.get("COMFYUI_PATH"), PACK_ROOT.parent.parent]
+    recorded = Path(os.environ.get("STYLESMITH_HOME", PACK_ROOT / ".stylesmith")) / "comfyui-path"
+    if recorded.is_file():
+        candidates.append(recorded.read_text().strip())
+    for candidate in candidates:
+        if candidate and is_comfyui(Path(candidate)):
+            return Path(candidate).resolve()
+    raise FileNotFoundError("ComfyUI not found: pass --comfyui /path/to/ComfyUI, set COMFYUI_PATH, install this pack "
+                            "in ComfyUI/custom_nodes, or run scripts/setup.sh.")
+
+
+def put_comfyui_on_path(explicit: Path | None = None) -> Path:
+    """ComfyUI goes first on sys.path: its top-level `nodes`, `utils`, ... must win over this repo's folders."""
+    root = str(locate_comfyui(explicit))
+    if root in sys.path:
+        sys.path.remove(root)
+    sys.path.insert(0, root)
+    return Path(root)
+
+
+def import_comfy(base_directory: Path | None = None, fp32_text_encoder: bool = True, cpu: bool = True,
+                 comfyui: Path | None = None):
+    """Configure ComfyUI (CPU unless told otherwise; fp32 text encoder) and return comfy.model_management.
+
+    Only the first call configures: ComfyUI reads its args once per process.
+    """
+    global _configured
+    if "comfy.model_management" not in sys.modules:
+        put_comfyui_on_path(comfyui)
+    import comfy.options  # noqa: F401  (args are not parsed from sys.argv unless enabled)
+    from comfy.cli_args import args
+    if not _configured and "comfy.model_management" not in sys.modules:
+        args.cpu = cpu
+        args.fp32_text_enc = fp32_text_encoder
+        args.disable_api_nodes = True
+        if base_directory is not None:
+            args.base_directory = str(base_directory)
+        _configured = True
+    elif base_directory is not None and args.base_directory != str(base_directory):
+        raise RuntimeError(f"ComfyUI is already configured in this process with base directory "
+                           f"{args.base_directory}; configure it with {base_directory} before anything imports comfy.")
+    import comfy.model_management
+    return comfy.model_management

@@ -1,0 +1,198 @@
+"""The trainer shell every StyleSmith trainer shares.
+
+diffusers-examples shape: each trainer has `parse_args(argv)` -> `main(args)`; this module gives
+them the common flags, the run summary printed first, atomic checkpoints that resume after
+`kill -9` (model + optimiser + step + RNG + config, loaded with weights_only=True), precision,
+torchrun data parallelism, and the pictures written beside the checkpoints.
+"""
+import argparse
+import json
+import os
+import random
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def add_common_args(p: argparse.ArgumentParser, steps: int, lr: float, save_every: int) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--output-dir", type=Path, required=True, help="checkpoints, the result file and pictures go here")
+    g.add_argument("--steps", type=int, default=steps, help=f"optimiser steps (default {steps})")
+    g.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
+    g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
+    g.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
+                   help="autocast precision of the forward pass; trainable weights stay fp32")
+    g.add_argument("--seed", type=int, default=0, help="seed of everything random: same seed, same run")
+    g.add_argument("--save-every", type=int, default=save_every, help="write a resumable checkpoint every N steps")
+    g.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT_DIR holds a checkpoint")
+    g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+def check_common_args(p: argparse.ArgumentParser, args) -> None:
+    for flag in ("steps", "grad_accum", "save_every"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be at least 1 (got {getattr(args, flag)})")
+    if args.lr <= 0:
+        p.error(f"--lr must be positive (got {args.lr})")
+    if args.precision == "fp16" and (args.device or "cpu") == "cpu" and not torch.cuda.is_available():
+        p.error("--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+
+
+# ---- distributed ------------------------------------------------------------------------------
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.world_size > 1:
+            dist.destroy_process_group()
+
+
+def init_distributed(device_flag: str | None) -> Distributed:
+    """One process per rank under torchrun (env RANK/WORLD_SIZE); gloo on CPU, nccl on CUDA."""
+    device = torch.device(device_flag or ("cuda" if torch.cuda.is_available() else "cpu"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Distributed(device=device)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
+    return Distributed(rank=rank, world_size=world_size, device=device)
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """Randomness of one step as a function of (seed, step, rank): a resumed run draws what the
+    uninterrupted run drew, whatever happened in between."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + rank)
+
+
+# ---- run summary --------------------------------------------------------------------------------
+def print_run_summary(title: str, args, facts: dict, world: Distributed) -> None:
+    """Say up front what will run; also written to OUTPUT_DIR/run_summary.json."""
+    if not world.is_main:
+        return
+    settings = {k: str(v) for k, v in sorted(vars(args).items())}
+    rows = {**facts, "ranks": world.world_size, "device": str(world.device)}
+    width = max(map(len, list(rows) + list(settings)))
+    print(f"== {title} ==")
+    for k, v in rows.items():
+        print(f"  {k:<{width}}  {v}")
+    print("  settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "run_summary.json").write_text(json.dumps({"facts": {k: str(v) for k, v in rows.items()},
+                                                                  "settings": settings}, indent=1))
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(output_dir: Path, state: dict) -> Path:
+    """torch.save to a temporary name, then an atomic rename: a kill leaves the old checkpoint whole."""
+    path = output_dir / CHECKPOINT_NAME
+    tmp = output_dir / f".{CHECKPOINT_NAME}.partial"
+    torch.save(dict(state, rng=rng_state()), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(output_dir: Path, config: dict) -> dict | None:
+    """The checkpoint in output_dir, or None. Refuses one written for a different configuration."""
+    path = output_dir / CHECKPOINT_NAME
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = json.loads(state["config"])
+    differing = sorted(k for k in config if k in saved and saved[k] != config[k] and k not in RESUMABLE_CHANGES)
+    if differing:
+        raise ValueError(f"{path} was written by a run with different settings ({', '.join(differing)}); "
+                         "pass --no-resume to start over or use another --output-dir.")
+    set_rng_state(state["rng"])
+    return state
+
+
+RESUMABLE_CHANGES = {"steps", "save_every", "output_dir", "no_resume", "device"}
+
+
+def config_of(args) -> dict:
+    """The run's settings as plain JSON values (paths become strings)."""
+    return json.loads(json.dumps(vars(args), default=str))
+
+
+# ---- pictures ---------------------------------------------------------------------------------
+def plot_losses(history: dict[str, list[tuple[int, float]]], path: Path, title: str) -> None:
+    """Loss curves (raw and a moving average) as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for name, points in history.items():
+        if not points:
+            continue
+        steps, values = zip(*points)
+        line, = ax.plot(steps, values, alpha=0.3, linewidth=1)
+        window = max(1, len(values) // 20)
+        smooth = [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
+                  for i in range(len(values))]
+        ax.plot(steps, smooth, color=line.get_color(), label=name, linewidth=2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def save_image_grid(rows: dict[str, torch.Tensor], path: Path) -> None:
+    """One labelled row per entry; each value is an IMAGE batch (N, H, W, 3) in [0, 1]."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    columns = max(v.shape[0] for v in rows.values())
+    fig, axes = plt.subplots(len(rows), columns, figsize=(2 * columns, 2 * len(rows) + 0.3), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < images.shape[0]:
+                ax.imshow(images[c].clamp(0, 1).float().cpu().numpy())
+        axes[r][0].set_title(label, fontsize=8, loc="left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
