@@ -47,3 +47,13 @@ def write_safetensors_atomic(tensors: dict, path, metadata: dict[str, str]) -> N
     tmp = path.with_name(f".{path.name}.partial")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file, read in 16 MiB blocks (checkpoints are gigabytes)."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -12,7 +12,6 @@ SD1.5 / SDXL architecture for benchmarks (random weights time and fill memory li
     python -m devkit.tiny_models --family sdxl --size full --out /tmp/sdxl.safetensors
 """
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from core.safe_files import file_sha256, write_safetensors_atomic
 from trainers.comfy_host import import_comfy
 
 BUILDER_VERSION = 3
@@ -129,8 +129,6 @@ def build_state_dict(family: str, size: str, seed: int, text_encoder_dtype: torc
 def build_checkpoint(path: Path, family: str, size: str = "tiny", seed: int = DEFAULT_SEED,
                      text_encoder_dtype: str = "fp16") -> dict:
     """Write a checkpoint atomically; return its metadata."""
-    import_comfy()
-    import comfy.utils
     sd, model_config = build_state_dict(family, size, seed, TEXT_ENCODER_DTYPES[text_encoder_dtype])
     # One metadata key: safetensors writes several keys in hash order, which would break
     # "same seed, same bytes".
@@ -138,19 +136,8 @@ def build_checkpoint(path: Path, family: str, size: str = "tiny", seed: int = DE
         "builder": f"devkit.tiny_models v{BUILDER_VERSION}", "family": family, "size": size, "seed": seed,
         "text_encoder_dtype": text_encoder_dtype, "comfy_detected_as": type(model_config).__name__},
         sort_keys=True)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    comfy.utils.save_torch_file(sd, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    write_safetensors_atomic(sd, path, metadata)
     return metadata
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ensure_built(path: Path, recipe: dict, build) -> Path:

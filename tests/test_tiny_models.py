@@ -4,7 +4,8 @@ import logging
 import pytest
 import torch
 
-from devkit.tiny_models import build_checkpoint, file_sha256
+from core.safe_files import file_sha256
+from devkit.tiny_models import build_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ text encoders) and write it with kohya keys and the identifiers in its metadata.
     torchrun --nproc-per-node 2 -m trainers.styleforge ...      # data parallel
 """
 import argparse
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from tqdm import tqdm
 from core.image_folder import load_image_folder
 from core.lora import LoRASet
 from core.lora_file import Component, write_lora
+from core.safe_files import file_sha256
 
 from . import common
 
@@ -168,14 +168,6 @@ def lora_tensors(diffusion, loras: nn.ModuleDict, dtype: torch.dtype) -> dict[st
             tensors[f"{kohya}.lora_up.weight"] = pair.up.weight.detach().to(dtype)
             tensors[f"{kohya}.alpha"] = torch.tensor(pair.alpha)
     return tensors
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
