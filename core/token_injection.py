@@ -118,3 +118,18 @@ def inject_style(chunks: list[list[Entry]], placeholder_ids: list[int], style: t
     """Tokenised prompt + style vectors (n, width) -> re-chunked tokens, number of placeholders replaced."""
     words, replaced = splice_style(content_words(chunks), placeholder_ids, style)
     return chunk_words(words, special, max_length=len(chunks[0])), replaced
+
+
+def inject_into_prompt(tokenize, text: str, vectors: dict[str, torch.Tensor], placeholder: str) -> dict[str, list]:
+    """Tokenise `text` with `tokenize` (ComfyUI's CLIP.tokenize with word ids) and put `vectors`
+    ({"clip_l": (n, 768), "clip_g": (n, 1280)}) where `placeholder` stands, per text encoder.
+
+    Nodes and trainers both encode through this, so their conditioning is the same by construction.
+    """
+    tokens, empty = tokenize(text), tokenize("")
+    placeholder_tokens = tokenize(placeholder) if placeholder.strip() else None
+    injected = {}
+    for key, chunks in tokens.items():
+        ids = [e[0] for e in placeholder_tokens[key][0] if e[2] != 0] if placeholder_tokens else []
+        injected[key], _ = inject_style(chunks, ids, vectors[f"clip_{key}"], SpecialTokens.from_empty_prompt(empty[key][0]))
+    return injected

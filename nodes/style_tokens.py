@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from ..core.image_preprocess import preprocess
 from ..core.style_tokens import StyleTokens
-from ..core.token_injection import SpecialTokens, inject_style
+from ..core.token_injection import inject_into_prompt
 from . import comfy_bridge as bridge
 
 CATEGORY = "StyleSmith/style tokens"
@@ -41,18 +41,10 @@ def check_widths(style_widths: dict[str, int], clip_widths: dict[str, int], fami
 def encode_with_style(clip, text: str, style: StyleTokens, placeholder: str) -> list:
     """CONDITIONING for `text` with the style vectors in place of `placeholder`, one entry per token set."""
     check_widths(style.widths(), bridge.text_encoder_widths(clip), style.family)
-    tokens = bridge.tokenize(clip, text)
-    empty = bridge.tokenize(clip, "")
-    placeholder_tokens = bridge.tokenize(clip, placeholder) if placeholder.strip() else None
     conds, pooled = [], []
     for index in bridge.with_progress(range(style.batch_size)):
-        vectors = style.item(index)
-        injected = {}
-        for key, chunks in tokens.items():
-            ids = [e[0] for e in placeholder_tokens[key][0] if e[2] != 0] if placeholder_tokens else []
-            injected[key], _ = inject_style(chunks, ids, vectors[f"clip_{key}"],
-                                            SpecialTokens.from_empty_prompt(empty[key][0]))
-        (cond, extra), = bridge.encode(clip, injected)
+        tokens = inject_into_prompt(lambda t: bridge.tokenize(clip, t), text, style.item(index), placeholder)
+        (cond, extra), = bridge.encode(clip, tokens)
         conds.append(cond)
         pooled.append(extra)
     extra = dict(pooled[0])
