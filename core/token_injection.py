@@ -133,3 +133,16 @@ def inject_into_prompt(tokenize, text: str, vectors: dict[str, torch.Tensor], pl
         ids = [e[0] for e in placeholder_tokens[key][0] if e[2] != 0] if placeholder_tokens else []
         injected[key], _ = inject_style(chunks, ids, vectors[f"clip_{key}"], SpecialTokens.from_empty_prompt(empty[key][0]))
     return injected
+
+
+def text_encoder_widths(clip) -> dict[str, int]:
+    """{"clip_l": 768} for SD1.x, {"clip_g": 1280, "clip_l": 768} for SDXL, read off a loaded ComfyUI CLIP
+    (its tokenizers record the width of the embeddings they accept)."""
+    widths = {}
+    for key in clip.tokenize(""):
+        tokenizer = getattr(clip.tokenizer, f"clip_{key}", None)
+        if tokenizer is None or not hasattr(tokenizer, "embedding_size"):
+            raise ValueError(f"This CLIP has a text encoder '{key}' StyleSmith does not know; style tokens need an "
+                             "SD1.x or SDXL CLIP.")
+        widths[f"clip_{key}"] = int(tokenizer.embedding_size)
+    return widths

@@ -36,18 +36,6 @@ def model_file_path(folder: str, file_name: str) -> str:
 
 
 # ---- text encoders -------------------------------------------------------------------------
-def text_encoder_widths(clip) -> dict[str, int]:
-    """{"clip_l": 768} for SD1.x, {"clip_g": 1280, "clip_l": 768} for SDXL: read off the loaded CLIP."""
-    widths = {}
-    for key in clip.tokenize(""):
-        tokenizer = getattr(clip.tokenizer, f"clip_{key}", None)
-        if tokenizer is None or not hasattr(tokenizer, "embedding_size"):
-            raise ValueError(f"This CLIP has a text encoder '{key}' StyleSmith does not know; style tokens need an "
-                             "SD1.x or SDXL CLIP.")
-        widths[f"clip_{key}"] = int(tokenizer.embedding_size)
-    return widths
-
-
 def clip_family_name(widths: dict[str, int]) -> str:
     return FAMILY_BY_ENCODERS.get(tuple(sorted(widths)), "+".join(sorted(widths)))
 

@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from ..core.image_preprocess import preprocess
 from ..core.style_tokens import StyleTokens
-from ..core.token_injection import inject_into_prompt
+from ..core.token_injection import inject_into_prompt, text_encoder_widths
 from . import comfy_bridge as bridge
 
 CATEGORY = "StyleSmith/style tokens"
@@ -40,7 +40,7 @@ def check_widths(style_widths: dict[str, int], clip_widths: dict[str, int], fami
 
 def encode_with_style(clip, text: str, style: StyleTokens, placeholder: str) -> list:
     """CONDITIONING for `text` with the style vectors in place of `placeholder`, one entry per token set."""
-    check_widths(style.widths(), bridge.text_encoder_widths(clip), style.family)
+    check_widths(style.widths(), text_encoder_widths(clip), style.family)
     conds, pooled = [], []
     for index in bridge.with_progress(range(style.batch_size)):
         tokens = inject_into_prompt(lambda t: bridge.tokenize(clip, t), text, style.item(index), placeholder)

@@ -100,3 +100,13 @@ class ComfyDiffusion:
                                           latent, seed=seed + i, disable_pbar=True)
             images.append(self.vae.decode(samples).float().cpu())
         return torch.cat(images)
+
+
+def encode_prompt_with_style(diffusion: ComfyDiffusion, text: str, vectors: dict[str, torch.Tensor],
+                             placeholder: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cond, pooled) with the style vectors in place of the placeholder, exactly as the prompt node
+    encodes (the same core injection, the same ComfyUI encode); differentiable w.r.t. the vectors."""
+    from core.token_injection import inject_into_prompt
+    tokens = inject_into_prompt(lambda t: diffusion.clip.tokenize(t, return_word_ids=True), text, vectors, placeholder)
+    out = diffusion.clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
+    return out["cond"].to(diffusion.device), out["pooled_output"].to(diffusion.device)

@@ -20,23 +20,30 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-def add_common_args(p: argparse.ArgumentParser, steps: int, lr: float, save_every: int) -> None:
+def add_common_args(p: argparse.ArgumentParser, steps: int, lr: float, save_every: int | None,
+                    steps_help: str = "optimiser steps", grad_accum: bool = True) -> None:
+    """The flags every trainer has; save_every=None for trainers that checkpoint per finished unit of work,
+    grad_accum=False for those whose batch is the unit of work."""
     g = p.add_argument_group("run")
     g.add_argument("--output-dir", type=Path, required=True, help="checkpoints, the result file and pictures go here")
-    g.add_argument("--steps", type=int, default=steps, help=f"optimiser steps (default {steps})")
+    g.add_argument("--steps", type=int, default=steps, help=f"{steps_help} (default {steps})")
     g.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
-    g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
+    if grad_accum:
+        g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
     g.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
                    help="autocast precision of the forward pass; trainable weights stay fp32")
     g.add_argument("--seed", type=int, default=0, help="seed of everything random: same seed, same run")
-    g.add_argument("--save-every", type=int, default=save_every, help="write a resumable checkpoint every N steps")
+    if save_every is not None:
+        g.add_argument("--save-every", type=int, default=save_every, help="write a resumable checkpoint every N steps")
     g.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT_DIR holds a checkpoint")
     g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
-def check_common_args(p: argparse.ArgumentParser, args) -> None:
-    for flag in ("steps", "grad_accum", "save_every"):
-        if getattr(args, flag) < 1:
+def check_common_args(p: argparse.ArgumentParser, args, zero_steps_means: str | None = None) -> None:
+    """Reject impossible settings naming the flag; `zero_steps_means` documents a trainer's --steps 0."""
+    flags = ("grad_accum", "save_every") if zero_steps_means and args.steps == 0 else ("steps", "grad_accum", "save_every")
+    for flag in flags:
+        if getattr(args, flag, 1) < 1:
             p.error(f"--{flag.replace('_', '-')} must be at least 1 (got {getattr(args, flag)})")
     if args.lr <= 0:
         p.error(f"--lr must be positive (got {args.lr})")
@@ -76,6 +83,16 @@ def init_distributed(device_flag: str | None) -> Distributed:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
     return Distributed(rank=rank, world_size=world_size, device=device)
+
+
+def average_gradients(parameters, world: Distributed) -> None:
+    """Data parallelism by hand: each rank's gradient becomes the mean over ranks (what DDP's reducer does)."""
+    if world.world_size == 1:
+        return
+    for p in parameters:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world.world_size
 
 
 def autocast(precision: str, device: torch.device):

@@ -1,0 +1,228 @@
+"""Style tokens, stage 2 (Chang, DESIGN §5.1): feed-forward style-encoder pre-training.
+
+The encoder (CLIP vision backbone, fully trainable, pooled feature; one head per text encoder)
+learns to predict each image's stage-1 tokens:   L = sum_k || head_k(E(x)) - V_k ||^2   (MSE)
+plus, optionally, a supervised contrastive term on the backbone features with the style labels
+(Khosla et al. 2020, eq. 2), weight --contrastive-weight: stage-1 tokens fitted on a random model carry
+no style, and real ones only a little, so the label term is what makes features cluster by style.
+A held-out split reports MSE against the mean-token baseline. Paper defaults: AdamW lr 1e-4, batch 8,
+10 epochs, 224 px, mean/std 0.5. Writes OUTPUT_DIR/style_encoder.safetensors, loss.png,
+embedding_map.png (PCA of held-out features by style) and metrics.json.
+
+    python -m trainers.style_tokens_stage2 --data manifest.jsonl --tokens tokens/ --output-dir enc/ \\
+        [--init-clip-vision models/clip_vision/clip_vit_l.safetensors | --architecture ViT-L-14-quickgelu]
+"""
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from core.image_preprocess import Preprocess, preprocess
+from core.style_dataset import read_style_dataset
+from core.style_encoder import StyleEncoder, StyleEncoderConfig
+from core.style_encoder_file import save_style_encoder
+from core.token_shards import load_tokens
+
+from . import common
+from .style_tokens_stage1 import load_images
+
+NORMALISATIONS = {"authors": ((0.5,) * 3, (0.5,) * 3),
+                  "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="the manifest or folder stage 1 ran on")
+    p.add_argument("--tokens", type=Path, required=True, help="stage 1's output folder (token shards + index)")
+    p.add_argument("--architecture", default="ViT-L-14-quickgelu", help="open_clip architecture (random init)")
+    p.add_argument("--init-clip-vision", type=Path, help="start the backbone from a models/clip_vision file")
+    p.add_argument("--image-size", type=int, help="encoder input size (default: the backbone's)")
+    p.add_argument("--normalisation", choices=sorted(NORMALISATIONS), default="authors",
+                   help="authors: mean = std = 0.5 (the paper's code); clip: CLIP's mean/std")
+    p.add_argument("--holdout", type=float, default=0.1, help="fraction of images held out for evaluation")
+    p.add_argument("--batch-size", type=int, default=8, help="images per step (per rank)")
+    p.add_argument("--epochs", type=float, default=10, help="passes over the training split (paper: 10)")
+    p.add_argument("--contrastive-weight", type=float, default=0.0, help="weight of the style-label term (0: off)")
+    p.add_argument("--temperature", type=float, default=0.1, help="temperature of the contrastive term")
+    common.add_common_args(p, steps=0, lr=1e-4, save_every=200, steps_help="optimiser steps; 0: from --epochs",
+                           grad_accum=False)
+    args = p.parse_args(argv)
+    common.check_common_args(p, args, zero_steps_means="steps from --epochs")
+    if not 0 < args.holdout < 1:
+        p.error(f"--holdout must be between 0 and 1 (got {args.holdout})")
+    return args
+
+
+def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SupCon: pull together features of the same style, push apart the others (cosine similarities)."""
+    z = F.normalize(features.float(), dim=-1)
+    logits = z @ z.t() / temperature
+    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(eye, -1e9)
+    positives = (labels[:, None] == labels[None, :]) & ~eye
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    has_positive = positives.any(dim=1)
+    if not has_positive.any():
+        return features.sum() * 0.0
+    return -((log_prob * positives).sum(1)[has_positive] / positives.sum(1)[has_positive]).mean()
+
+
+def build_encoder(args, family: str, widths: dict[str, int], n_tokens: int) -> StyleEncoder:
+    mean, std = NORMALISATIONS[args.normalisation]
+    if args.init_clip_vision:
+        from core.clip_vision_import import style_encoder_from_clip_vision
+        from core.safe_files import read_safetensors
+        tensors, _ = read_safetensors(args.init_clip_vision, "CLIP vision")
+        encoder = style_encoder_from_clip_vision(tensors, family, widths, n_tokens)
+        size = args.image_size or encoder.config.preprocess.size
+        encoder.config.preprocess = Preprocess(size, mean, std)
+        return encoder
+    from core.clip_backbones import open_clip_with_configs
+    backbone_config = open_clip_with_configs().get_model_config(args.architecture)
+    if backbone_config is None:
+        raise ValueError(f"open_clip has no architecture {args.architecture!r}; see open_clip.list_models()")
+    size = args.image_size or backbone_config["vision_cfg"]["image_size"]
+    return StyleEncoder(StyleEncoderConfig(family=family, architecture=args.architecture, backbone_config=backbone_config,
+                                           heads=dict(widths), n_tokens=n_tokens, preprocess=Preprocess(size, mean, std)))
+
+
+def state_is_fresh(args) -> bool:
+    return args.no_resume or not (args.output_dir / common.CHECKPOINT_NAME).is_file()
+
+
+def start_at_the_mean_token(encoder: StyleEncoder, targets: dict[str, torch.Tensor]) -> None:
+    """Heads start as the mean-token baseline (bias = mean training token, small weights), so training
+    begins where the baseline ends and learns only what images add to it."""
+    with torch.no_grad():
+        for key, head in encoder.heads.items():
+            head.bias.copy_(targets[key].float().mean(0).flatten())
+            head.weight.mul_(0.01)
+
+
+def split(examples, holdout: float, seed: int):
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_held = max(1, round(holdout * len(examples)))
+    return [examples[i] for i in sorted(order[n_held:])], [examples[i] for i in sorted(order[:n_held])]
+
+
+def token_mse(predicted: dict, target: dict) -> torch.Tensor:
+    return sum(F.mse_loss(predicted[k].float(), target[k].float()) for k in target) / len(target)
+
+
+def plot_embedding_map(features: torch.Tensor, labels: list[str], path: Path, title: str) -> None:
+    """2-D PCA of encoder features coloured by style label (the paper's Fig. 2 uses t-SNE)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    centred = features.float() - features.float().mean(0)
+    _, _, v = torch.pca_lowrank(centred, q=2, center=False)
+    xy = (centred @ v[:, :2]).numpy()
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    for label in sorted(set(labels)):
+        picked = [i for i, l in enumerate(labels) if l == label]
+        ax.scatter(xy[picked, 0], xy[picked, 1], s=14, label=label)
+    ax.set_title(title)
+    if len(set(labels)) <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def encode_all(encoder: StyleEncoder, pixels: torch.Tensor, batch: int = 32) -> tuple[torch.Tensor, dict]:
+    features, tokens = [], {}
+    for i in range(0, len(pixels), batch):
+        f = encoder.features(pixels[i:i + batch])
+        features.append(f)
+        for k, head in encoder.heads.items():
+            tokens.setdefault(k, []).append(head(f).view(len(f), encoder.config.n_tokens, -1))
+    return torch.cat(features), {k: torch.cat(v) for k, v in tokens.items()}
+
+
+def train(args) -> dict:
+    world = common.init_distributed(args.device)
+    dataset = read_style_dataset(args.data)
+    train_set, held_out = split(dataset.examples, args.holdout, args.seed)
+    targets, metadata = load_tokens(args.tokens, [e.id for e in train_set])
+    held_targets, _ = load_tokens(args.tokens, [e.id for e in held_out])
+    family = metadata["stylesmith.family"]
+    widths = {k: v.shape[-1] for k, v in targets.items()}
+    torch.manual_seed(args.seed)
+    encoder = build_encoder(args, family, widths, next(iter(targets.values())).shape[1])
+    if state_is_fresh(args):
+        start_at_the_mean_token(encoder, targets)
+    encoder = encoder.to(world.device)
+    pixels = preprocess(load_images(train_set, encoder.config.preprocess.size), encoder.config.preprocess)
+    held_pixels = preprocess(load_images(held_out, encoder.config.preprocess.size), encoder.config.preprocess)
+    styles = {s: i for i, s in enumerate(dataset.styles)}
+    labels = torch.tensor([styles[e.style] for e in train_set])
+    steps = args.steps or max(1, math.ceil(args.epochs * len(train_set) / args.batch_size))
+    common.print_run_summary("Style tokens, stage 2: encoder pre-training", args, {
+        "encoder": f"{encoder.config.architecture}, heads {widths}, {encoder.config.n_tokens} tokens",
+        "data": f"{len(train_set)} train / {len(held_out)} held out, {len(styles)} styles", "steps": steps}, world)
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr)
+    config = common.config_of(args)
+    start, history = 0, {}
+    state = None if args.no_resume else common.load_checkpoint(args.output_dir, config)
+    if state is not None:
+        encoder.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history = state["step"], json.loads(state["history"])
+    encoder.train()
+    for step in tqdm(range(start, steps), initial=start, total=steps, desc="stage 2", disable=not world.is_main):
+        generator = common.step_generator(args.seed, step)
+        batch = torch.randperm(len(train_set), generator=generator)[:args.batch_size * world.world_size]
+        batch = batch[world.rank::world.world_size]
+        x = pixels[batch].to(world.device)
+        with common.autocast(args.precision, world.device):
+            features = encoder.features(x)
+            predicted = {k: head(features).view(len(x), encoder.config.n_tokens, -1) for k, head in encoder.heads.items()}
+            mse = token_mse(predicted, {k: v[batch].to(world.device) for k, v in targets.items()})
+            loss = mse
+            if args.contrastive_weight > 0:
+                contrastive = supervised_contrastive(features, labels[batch].to(world.device), args.temperature)
+                loss = loss + args.contrastive_weight * contrastive
+                history.setdefault("contrastive", []).append((step + 1, contrastive.item()))
+        loss.backward()
+        common.average_gradients(encoder.parameters(), world)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        history.setdefault("token MSE", []).append((step + 1, mse.item()))
+        if world.is_main and ((step + 1) % args.save_every == 0 or step + 1 == steps):
+            common.save_checkpoint(args.output_dir, {"model": encoder.state_dict(), "optimizer": optimizer.state_dict(),
+                                                     "step": step + 1, "history": json.dumps(history),
+                                                     "config": json.dumps(config)})
+    encoder.eval()
+    metrics = {}
+    if world.is_main:
+        held_features, held_predicted = encode_all(encoder, held_pixels.to(world.device))
+        baseline = {k: v.mean(0, keepdim=True).expand_as(held_targets[k]) for k, v in targets.items()}
+        metrics = {"held_out_mse": token_mse(held_predicted, held_targets).item(),
+                   "mean_token_baseline_mse": token_mse(baseline, held_targets).item(),
+                   "train_images": len(train_set), "held_out_images": len(held_out), "steps": steps}
+        (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        encoder.config.training = {"stage": 2, "steps": steps, "dataset_fingerprint": dataset.fingerprint(),
+                                   "contrastive_weight": args.contrastive_weight, **metrics}
+        save_style_encoder(encoder.cpu(), args.output_dir / "style_encoder.safetensors")
+        common.plot_losses(history, args.output_dir / "loss.png", "stage 2: encoder pre-training")
+        all_features, _ = encode_all(encoder, torch.cat([pixels, held_pixels]))
+        plot_embedding_map(all_features, [e.style for e in train_set + held_out], args.output_dir / "embedding_map.png",
+                           "stage 2 encoder features (PCA), by style")
+        print(f"held-out token MSE {metrics['held_out_mse']:.5f} vs mean-token baseline "
+              f"{metrics['mean_token_baseline_mse']:.5f}\nencoder: {args.output_dir / 'style_encoder.safetensors'}")
+    world.barrier()
+    world.close()
+    return metrics
+
+
+def main(args) -> None:
+    train(args)
+
+
+if __name__ == "__main__":
+    main(parse_args())
