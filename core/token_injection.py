@@ -146,3 +146,24 @@ def text_encoder_widths(clip) -> dict[str, int]:
                              "SD1.x or SDXL CLIP.")
         widths[f"clip_{key}"] = int(tokenizer.embedding_size)
     return widths
+
+
+FAMILY_BY_ENCODERS = {("clip_l",): "SD1.x", ("clip_g", "clip_l"): "SDXL"}
+
+
+def family_name(widths: dict[str, int]) -> str:
+    """"SD1.x" / "SDXL" from a CLIP's (or a style's) text-encoder names."""
+    return FAMILY_BY_ENCODERS.get(tuple(sorted(widths)), "+".join(sorted(widths)))
+
+
+def check_widths(style_widths: dict[str, int], clip_widths: dict[str, int], family: str) -> None:
+    """Refuse style tokens whose text encoders or widths differ from the CLIP's, naming both and the fix."""
+    if style_widths == clip_widths:
+        return
+
+    def describe(widths):
+        return ", ".join(f"{k} {v}" for k, v in sorted(widths.items()))
+    raise ValueError(
+        f"Token width mismatch: the style tokens are for {family} ({describe(style_widths)}) but the CLIP is "
+        f"{family_name(clip_widths)} ({describe(clip_widths)}). Load a style encoder trained for "
+        f"{family_name(clip_widths)}, or use the checkpoint family the encoder was trained for.")

@@ -14,7 +14,6 @@ import comfy.utils
 import folder_paths
 
 WEIGHT_SUFFIXES = {".safetensors", ".pt", ".pth", ".ckpt", ".bin"}  # pickles are listed so they can be refused clearly
-FAMILY_BY_ENCODERS = {("clip_l",): "SD1.x", ("clip_g", "clip_l"): "SDXL"}
 
 
 def register_model_folder(name: str) -> None:
@@ -36,10 +35,6 @@ def model_file_path(folder: str, file_name: str) -> str:
 
 
 # ---- text encoders -------------------------------------------------------------------------
-def clip_family_name(widths: dict[str, int]) -> str:
-    return FAMILY_BY_ENCODERS.get(tuple(sorted(widths)), "+".join(sorted(widths)))
-
-
 def tokenize(clip, text: str) -> dict[str, list]:
     """ComfyUI's tokenisation with word ids: {"l": [[(token, weight, word_id), ...77], ...], ...}."""
     return clip.tokenize(text, return_word_ids=True)

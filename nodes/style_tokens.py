@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from ..core.image_preprocess import preprocess
 from ..core.style_tokens import StyleTokens
-from ..core.token_injection import inject_into_prompt, text_encoder_widths
+from ..core.token_injection import check_widths, inject_into_prompt, text_encoder_widths
 from . import comfy_bridge as bridge
 
 CATEGORY = "StyleSmith/style tokens"
@@ -24,18 +24,6 @@ class LoadedStyleEncoder:
         self.config = encoder.config
         self.file_name = file_name
         self.patcher = bridge.manage(encoder)
-
-
-def check_widths(style_widths: dict[str, int], clip_widths: dict[str, int], family: str) -> None:
-    """Refuse style tokens whose text encoders or widths differ from the CLIP's, naming both."""
-    if style_widths == clip_widths:
-        return
-    def describe(widths):
-        return ", ".join(f"{k} {v}" for k, v in sorted(widths.items()))
-    raise ValueError(
-        f"Token width mismatch: the style tokens are for {family} ({describe(style_widths)}) but the CLIP is "
-        f"{bridge.clip_family_name(clip_widths)} ({describe(clip_widths)}). Load a style encoder trained for "
-        f"{bridge.clip_family_name(clip_widths)}, or use the checkpoint family the encoder was trained for.")
 
 
 def encode_with_style(clip, text: str, style: StyleTokens, placeholder: str) -> list:

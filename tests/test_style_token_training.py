@@ -52,7 +52,8 @@ def test_dataset_problems_come_in_one_report(tmp_path, synthetic):
 
 def stage1_args(checkpoint, data, out, *extra, steps=2):
     return stage1.parse_args(["--checkpoint", str(checkpoint), "--data", str(data), "--output-dir", str(out),
-                              "--resolution", "64", "--steps", str(steps), "--batch-size", "4", *extra])
+                              "--resolution", "64", "--steps", str(steps), "--batch-size", "4", "--sample-steps", "0",
+                              *extra])
 
 
 def test_stage1_loss_on_fixed_noises_falls(tiny_checkpoint, synthetic):
@@ -80,7 +81,8 @@ def test_stage1_loss_on_fixed_noises_falls(tiny_checkpoint, synthetic):
 
 def test_stage1_writes_shards_resumes_and_exports(tiny_checkpoint, synthetic, tmp_path):
     out = tmp_path / "tokens"
-    index = stage1.train(stage1_args(tiny_checkpoint("sd15"), synthetic, out, steps=1))
+    index = stage1.train(stage1_args(tiny_checkpoint("sd15"), synthetic, out, "--sample-steps", "1", steps=1))
+    assert (out / "samples.png").is_file() and (out / "loss.png").is_file()
     ids = [e.id for e in read_style_dataset(synthetic).examples]
     assert sorted(index) == sorted(ids)
     tokens, metadata = load_tokens(out, ids)
@@ -101,7 +103,7 @@ def test_stage1_under_two_ranks_covers_every_image_once(tiny_checkpoint, synthet
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m",
                            "trainers.style_tokens_stage1", "--checkpoint", str(tiny_checkpoint("sd15")), "--data",
                            str(synthetic), "--output-dir", str(out), "--resolution", "64", "--steps", "1",
-                           "--batch-size", "2"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+                           "--batch-size", "2", "--sample-steps", "0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     per_rank = [json.loads((out / f"index-r{r}.json").read_text()) for r in (0, 1)]
     ids = sorted(e.id for e in read_style_dataset(synthetic).examples)
@@ -159,3 +161,58 @@ def test_knn_accuracy_and_the_retrieval_table(tmp_path, synthetic):
     assert results["chance"] == pytest.approx(1 / 3)
     rows = (tmp_path / "style_retrieval.csv").read_text().splitlines()
     assert rows[0] == "features,knn@1 style accuracy" and len(rows) == 5
+
+
+def test_stage1_kill_and_resume_ends_with_the_uninterrupted_tokens(tiny_checkpoint, synthetic, tmp_path):
+    import signal
+    import time
+    interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
+    command = [sys.executable, "-m", "trainers.style_tokens_stage1", "--checkpoint", str(tiny_checkpoint("sd15")),
+               "--data", str(synthetic), "--output-dir", str(interrupted), "--resolution", "64", "--steps", "3",
+               "--batch-size", "2", "--sample-steps", "0"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (interrupted / "index-r0.json").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished_before_kill = len(read_index(interrupted))
+    assert 2 <= finished_before_kill < 6, "the kill must land between the first and the last batch"
+    stage1.train(stage1.parse_args(command[3:]))
+    stage1.train(stage1_args(tiny_checkpoint("sd15"), synthetic, straight, "--batch-size", "2", steps=3))
+    ids = [e.id for e in read_style_dataset(synthetic).examples]
+    resumed, _ = load_tokens(interrupted, ids)
+    uninterrupted, _ = load_tokens(straight, ids)
+    assert (resumed["clip_l"] - uninterrupted["clip_l"]).abs().max() <= 1e-6
+    assert not list(interrupted.glob(".*partial"))
+
+
+def test_stage3_moves_the_encoder_through_the_text_encoder_and_unet(tiny_checkpoint, synthetic, tmp_path):
+    from core.style_encoder_file import load_style_encoder, save_style_encoder
+    from devkit.tiny_style_encoders import build_style_encoder
+    from trainers import style_tokens_stage3 as stage3
+    start = tmp_path / "start.safetensors"
+    save_style_encoder(build_style_encoder("sd15", seed=2), start)
+    stage3.train(stage3.parse_args(["--checkpoint", str(tiny_checkpoint("sd15")), "--data", str(synthetic),
+                                    "--encoder", str(start), "--output-dir", str(tmp_path / "out"), "--resolution", "64",
+                                    "--steps", "2", "--batch-size", "2", "--lr", "1e-3", "--sample-steps", "1"]))
+    before, after = load_style_encoder(start), load_style_encoder(tmp_path / "out" / "style_encoder.safetensors")
+    assert after.config.training["stage"] == 3
+    changed = [k for k, v in after.state_dict().items() if not torch.equal(v, before.state_dict()[k])]
+    assert any(k.startswith("heads.") for k in changed) and any(k.startswith("backbone.") for k in changed)
+    for picture in ("loss.png", "embedding_map.png", "samples.png"):
+        assert (tmp_path / "out" / picture).is_file()
+
+
+def test_trainer_and_node_condition_identically(comfy_in_process, tiny_checkpoint):
+    from trainers.comfy_diffusion import ComfyDiffusion, encode_prompt_with_style
+    from core.style_tokens import StyleTokens
+    diffusion = ComfyDiffusion(tiny_checkpoint("sd15"), torch.device("cpu"))
+    vectors = {"clip_l": torch.randn(8, 768, generator=torch.Generator().manual_seed(0)) * 0.02}
+    text = "a harbour at dawn, in the style of sks"
+    with torch.no_grad():
+        trainer_cond, trainer_pooled = encode_prompt_with_style(diffusion, text, vectors, "sks")
+    node = comfy_in_process.node_classes["StyleSmithEncodePromptWithStyle"]
+    (node_cond, node_extra), = node.execute(clip=diffusion.clip, style_tokens=StyleTokens(
+        {"clip_l": vectors["clip_l"][None]}, "sd15"), text=text, placeholder="sks")[0]
+    assert torch.equal(trainer_cond, node_cond) and torch.equal(trainer_pooled, node_extra["pooled_output"])

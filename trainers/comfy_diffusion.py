@@ -87,12 +87,17 @@ class ComfyDiffusion:
 
     @torch.no_grad()
     def sample(self, prompts: list[str], negative: str, size: int, steps: int, seed: int, cfg: float = 7.0) -> torch.Tensor:
-        """Preview images (N, H, W, 3) with ComfyUI's own sampler, through whatever LoRA is attached."""
+        """Preview images (N, H, W, 3) for text prompts, through whatever LoRA is attached."""
+        return self.sample_conditioned([self.encode_prompt(p) for p in prompts], negative, size, steps, seed, cfg)
+
+    @torch.no_grad()
+    def sample_conditioned(self, conditions: list[tuple[torch.Tensor, torch.Tensor]], negative: str, size: int,
+                           steps: int, seed: int, cfg: float = 7.0) -> torch.Tensor:
+        """Preview images for (cond, pooled) pairs with ComfyUI's own sampler (euler, normal schedule)."""
         import comfy.sample
+        ncond, npooled = self.encode_prompt(negative)
         images = []
-        for i, prompt in enumerate(prompts):
-            cond, pooled = self.encode_prompt(prompt)
-            ncond, npooled = self.encode_prompt(negative)
+        for i, (cond, pooled) in enumerate(conditions):
             latent = torch.zeros(1, self.unet.latent_format.latent_channels, size // 8, size // 8)
             noise = comfy.sample.prepare_noise(latent, seed + i)
             samples = comfy.sample.sample(self.model, noise, steps, cfg, "euler", "normal",
@@ -100,7 +105,6 @@ class ComfyDiffusion:
                                           latent, seed=seed + i, disable_pbar=True)
             images.append(self.vae.decode(samples).float().cpu())
         return torch.cat(images)
-
 
 def encode_prompt_with_style(diffusion: ComfyDiffusion, text: str, vectors: dict[str, torch.Tensor],
                              placeholder: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -213,3 +213,23 @@ def save_image_grid(rows: dict[str, torch.Tensor], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_embedding_map(features: torch.Tensor, labels: list[str], path: Path, title: str) -> None:
+    """2-D PCA of encoder features coloured by style label (the paper's Fig. 2 uses t-SNE)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    centred = features.float() - features.float().mean(0)
+    _, _, v = torch.pca_lowrank(centred, q=2, center=False)
+    xy = (centred @ v[:, :2]).numpy()
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    for label in sorted(set(labels)):
+        picked = [i for i, l in enumerate(labels) if l == label]
+        ax.scatter(xy[picked, 0], xy[picked, 1], s=14, label=label)
+    ax.set_title(title)
+    if len(set(labels)) <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -15,6 +15,9 @@ them. Under torchrun each rank takes the disjoint slice examples[rank::world_siz
 import argparse
 import hashlib
 import json
+import resource
+import time
+import json
 from pathlib import Path
 
 import torch
@@ -38,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--resolution", type=int, default=512, help="training resolution in pixels")
     p.add_argument("--init-std", type=float, default=0.02, help="std of the tokens' normal init")
     p.add_argument("--placeholder", default="sks", help="the caption word the tokens replace")
+    p.add_argument("--sample-steps", type=int, default=20, help="sampler steps of samples.png (0: none)")
     p.add_argument("--export", metavar="IMAGE_ID", help="instead of training: export this image's tokens ...")
     p.add_argument("--to", type=Path, help="... as a ComfyUI embedding at this path (.safetensors)")
     common.add_common_args(p, steps=200, lr=1e-3, save_every=None, steps_help="optimiser steps per batch",
@@ -50,8 +54,9 @@ def parse_args(argv=None):
     common.check_common_args(p, args)
     if args.checkpoint is None or args.data is None:
         p.error("--checkpoint and --data are required (unless --export)")
-    if args.n_tokens < 1 or args.batch_size < 1 or args.resolution < 64 or args.resolution % 8:
-        p.error("--n-tokens and --batch-size must be at least 1, --resolution a multiple of 8 of at least 64")
+    if args.n_tokens < 1 or args.batch_size < 1 or args.resolution < 64 or args.resolution % 8 or args.sample_steps < 0:
+        p.error("--n-tokens and --batch-size must be at least 1, --resolution a multiple of 8 of at least 64, "
+                "--sample-steps at least 0")
     return args
 
 
@@ -101,6 +106,18 @@ def load_images(examples, resolution: int) -> torch.Tensor:
     return torch.stack(images)
 
 
+def write_samples(diffusion, examples, tokens: dict, args) -> None:
+    """samples.png: reference images beside images generated from their inverted tokens and captions."""
+    from .comfy_diffusion import encode_prompt_with_style
+    with torch.no_grad():
+        conditions = [encode_prompt_with_style(diffusion, e.caption, {k: v[i] for k, v in tokens.items()},
+                                               args.placeholder) for i, e in enumerate(examples)]
+    generated = diffusion.sample_conditioned(conditions, "blurry, low quality", min(args.resolution, 512),
+                                             args.sample_steps, args.seed)
+    common.save_image_grid({"reference": load_images(examples, min(args.resolution, 512)),
+                            "generated from its tokens": generated}, args.output_dir / "samples.png")
+
+
 def export(args) -> None:
     index = read_index(args.output_dir)
     if args.export not in index:
@@ -133,6 +150,7 @@ def train(args) -> dict:
     shard_number = len({r["shard"] for r in done.values() if r["shard"].startswith(f"tokens-r{world.rank}-")})
     curves = []
     batches = [todo[i:i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
+    started = time.perf_counter()
     for batch in tqdm(batches, desc=f"stage 1 (rank {world.rank})", disable=not batches):
         latents = diffusion.encode_images(load_images(batch, args.resolution))
         ids = [e.id for e in batch]
@@ -146,6 +164,14 @@ def train(args) -> dict:
         if world.is_main:
             common.plot_losses({f"batch {i + 1}": list(enumerate(c, 1)) for i, c in enumerate(curves[-8:])},
                                args.output_dir / "loss.png", "stage 1: loss per step, last 8 batches")
+    seconds = time.perf_counter() - started
+    if world.is_main and args.sample_steps and batches:
+        shown = batches[0][:4]
+        tokens, _ = load_tokens(args.output_dir, [e.id for e in shown])
+        write_samples(diffusion, shown, tokens, args)
+    (args.output_dir / f"throughput-r{world.rank}.json").write_text(json.dumps({
+        "images": len(todo), "seconds": seconds, "images_per_minute": 60 * len(todo) / max(seconds, 1e-9),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     world.barrier()
     world.close()
     return read_index(args.output_dir)

@@ -113,26 +113,6 @@ def token_mse(predicted: dict, target: dict) -> torch.Tensor:
     return sum(F.mse_loss(predicted[k].float(), target[k].float()) for k in target) / len(target)
 
 
-def plot_embedding_map(features: torch.Tensor, labels: list[str], path: Path, title: str) -> None:
-    """2-D PCA of encoder features coloured by style label (the paper's Fig. 2 uses t-SNE)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    centred = features.float() - features.float().mean(0)
-    _, _, v = torch.pca_lowrank(centred, q=2, center=False)
-    xy = (centred @ v[:, :2]).numpy()
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-    for label in sorted(set(labels)):
-        picked = [i for i, l in enumerate(labels) if l == label]
-        ax.scatter(xy[picked, 0], xy[picked, 1], s=14, label=label)
-    ax.set_title(title)
-    if len(set(labels)) <= 12:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 @torch.no_grad()
 def encode_all(encoder: StyleEncoder, pixels: torch.Tensor, batch: int = 32) -> tuple[torch.Tensor, dict]:
     features, tokens = [], {}
@@ -211,7 +191,7 @@ def train(args) -> dict:
         save_style_encoder(encoder.cpu(), args.output_dir / "style_encoder.safetensors")
         common.plot_losses(history, args.output_dir / "loss.png", "stage 2: encoder pre-training")
         all_features, _ = encode_all(encoder, torch.cat([pixels, held_pixels]))
-        plot_embedding_map(all_features, [e.style for e in train_set + held_out], args.output_dir / "embedding_map.png",
+        common.plot_embedding_map(all_features, [e.style for e in train_set + held_out], args.output_dir / "embedding_map.png",
                            "stage 2 encoder features (PCA), by style")
         print(f"held-out token MSE {metrics['held_out_mse']:.5f} vs mean-token baseline "
               f"{metrics['mean_token_baseline_mse']:.5f}\nencoder: {args.output_dir / 'style_encoder.safetensors'}")
