@@ -31,9 +31,10 @@ class Content:
     caption: str
 
 
-def make_style(rng: np.random.Generator) -> Style:
+def make_style(rng: np.random.Generator, index: int) -> Style:
+    """Style `index`: textures go round TEXTURES, so any four consecutive styles differ in texture too."""
     palette = tuple(tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(4))
-    return Style(palette, str(rng.choice(TEXTURES)), int(rng.integers(3, 9)), int(rng.integers(1, 6)),
+    return Style(palette, TEXTURES[index % len(TEXTURES)], int(rng.integers(3, 9)), int(rng.integers(1, 6)),
                  int(rng.integers(3, 8)))
 
 
@@ -85,7 +86,7 @@ def write_synthetic_style_set(folder, styles: int, contents: int, size: int = 64
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    style_list = [make_style(rng) for _ in range(styles)]
+    style_list = [make_style(rng, k) for k in range(styles)]
     content_list = [make_content(rng) for _ in range(contents)]
     lines = []
     for k, style in enumerate(style_list):

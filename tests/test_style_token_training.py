@@ -216,3 +216,26 @@ def test_trainer_and_node_condition_identically(comfy_in_process, tiny_checkpoin
     (node_cond, node_extra), = node.execute(clip=diffusion.clip, style_tokens=StyleTokens(
         {"clip_l": vectors["clip_l"][None]}, "sd15"), text=text, placeholder="sks")[0]
     assert torch.equal(trainer_cond, node_cond) and torch.equal(trainer_pooled, node_extra["pooled_output"])
+
+
+def test_contrastive_term_makes_a_small_encoder_retrieve_styles_of_unseen_contents(tiny_checkpoint, tmp_path):
+    """Stage-1 tokens from a random UNet carry no style; the style-label term is what teaches it."""
+    from trainers import style_eval, style_tokens_stage2 as stage2
+    manifest = write_synthetic_style_set(tmp_path / "set", styles=4, contents=40, size=64, seed=7)
+    lines = manifest.read_text().splitlines()
+    content = [int(json.loads(line)["image"].split("content")[1][:3]) for line in lines]
+    train, test = manifest.parent / "train.jsonl", manifest.parent / "test.jsonl"   # unseen contents in test
+    train.write_text("\n".join(line for line, c in zip(lines, content) if c < 30) + "\n")
+    test.write_text("\n".join(line for line, c in zip(lines, content) if c >= 30) + "\n")
+    stage1.train(stage1_args(tiny_checkpoint("sd15"), train, tmp_path / "tokens", "--batch-size", "40", steps=1))
+    accuracy = {}
+    for weight in ("0", "1"):
+        stage2.train(stage2.parse_args(["--data", str(train), "--tokens", str(tmp_path / "tokens"),
+                                        "--output-dir", str(tmp_path / f"enc{weight}"), "--architecture",
+                                        "StyleSmith-Tiny-ViT", "--steps", "800", "--batch-size", "32", "--lr", "1e-3",
+                                        "--contrastive-weight", weight, "--holdout", "0.05"]))
+        accuracy[weight] = style_eval.main(style_eval.parse_args(
+            ["--data", str(test), "--encoder", str(tmp_path / f"enc{weight}" / "style_encoder.safetensors")]))
+    assert accuracy["1"]["style encoder (tokens)"] >= 0.9
+    assert accuracy["1"]["style encoder (tokens)"] > accuracy["0"]["style encoder (tokens)"]
+    assert accuracy["1"]["style encoder (tokens)"] > accuracy["1"]["raw backbone (pooled)"]

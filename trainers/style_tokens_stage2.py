@@ -48,6 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=float, default=10, help="passes over the training split (paper: 10)")
     p.add_argument("--contrastive-weight", type=float, default=0.0, help="weight of the style-label term (0: off)")
     p.add_argument("--temperature", type=float, default=0.1, help="temperature of the contrastive term")
+    p.add_argument("--augment", action="store_true",
+                   help="random flips, quarter turns and crops of each batch, so features follow style, not layout")
     common.add_common_args(p, steps=0, lr=1e-4, save_every=200, steps_help="optimiser steps; 0: from --epochs",
                            grad_accum=False)
     args = p.parse_args(argv)
@@ -88,6 +90,20 @@ def build_encoder(args, family: str, widths: dict[str, int], n_tokens: int) -> S
     size = args.image_size or backbone_config["vision_cfg"]["image_size"]
     return StyleEncoder(StyleEncoderConfig(family=family, architecture=args.architecture, backbone_config=backbone_config,
                                            heads=dict(widths), n_tokens=n_tokens, preprocess=Preprocess(size, mean, std)))
+
+
+def augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per image: a random crop of 60-100 % of the side resized back, a random quarter turn and flip."""
+    size = pixels.shape[-1]
+    out = []
+    for image in pixels:
+        side = int(size * (0.6 + 0.4 * torch.rand(1, generator=generator).item()))
+        top, left = (torch.randint(0, size - side + 1, (2,), generator=generator)).tolist()
+        crop = F.interpolate(image[None, :, top:top + side, left:left + side], size=(size, size), mode="bilinear",
+                             align_corners=False)[0]
+        crop = torch.rot90(crop, int(torch.randint(0, 4, (1,), generator=generator)), dims=(1, 2))
+        out.append(crop.flip(-1) if torch.rand(1, generator=generator).item() < 0.5 else crop)
+    return torch.stack(out)
 
 
 def state_is_fresh(args) -> bool:
@@ -158,7 +174,7 @@ def train(args) -> dict:
         generator = common.step_generator(args.seed, step)
         batch = torch.randperm(len(train_set), generator=generator)[:args.batch_size * world.world_size]
         batch = batch[world.rank::world.world_size]
-        x = pixels[batch].to(world.device)
+        x = (augment(pixels[batch], generator) if args.augment else pixels[batch]).to(world.device)
         with common.autocast(args.precision, world.device):
             features = encoder.features(x)
             predicted = {k: head(features).view(len(x), encoder.config.n_tokens, -1) for k, head in encoder.heads.items()}
