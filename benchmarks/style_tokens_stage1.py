@@ -52,8 +52,6 @@ def main(args) -> None:
                                              size=args.resolution, seed=0)
         checkpoint = paths.models_dir() / "checkpoints" / "stylesmith-tiny-sd15.safetensors"
         if args.full_size:
-            from trainers.comfy_host import import_comfy
-            import_comfy()
             from devkit.tiny_models import build_checkpoint
             checkpoint = work / "full-sd15.safetensors"
             build_checkpoint(checkpoint, "sd15", "full", text_encoder_dtype="fp16")

@@ -106,8 +106,6 @@ def main(args) -> None:
                 make(i).save(work / folder / f"{i}.png")
         checkpoint = paths.models_dir() / "checkpoints" / "stylesmith-tiny-sd15.safetensors"
         if args.full_size:
-            from trainers.comfy_host import import_comfy
-            import_comfy()
             from devkit.tiny_models import build_checkpoint
             checkpoint = work / "checkpoints" / "full-sd15.safetensors"
             build_checkpoint(checkpoint, "sd15", "full", text_encoder_dtype="fp16")

@@ -13,7 +13,6 @@ Format `stylesmith.style_encoder`, version 1 (documented in docs/formats.md):
 import json
 from pathlib import Path
 
-import torch
 
 from .image_preprocess import Preprocess
 from .safe_files import WeightFileError, read_safetensors, write_safetensors_atomic

@@ -8,7 +8,6 @@ generated from it with the host's /object_info, so the two never drift:
 """
 import argparse
 import json
-from pathlib import Path
 
 from . import paths
 

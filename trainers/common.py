@@ -166,6 +166,25 @@ def load_checkpoint(output_dir: Path, config: dict) -> dict | None:
 RESUMABLE_CHANGES = {"steps", "save_every", "output_dir", "no_resume", "device"}
 
 
+def resume(args, config: dict, stateful: dict) -> tuple[int, dict]:
+    """Restore every object of `stateful` (checkpoint key -> object with load_state_dict) from OUTPUT_DIR's
+    checkpoint unless --no-resume; return (step to start at, loss history)."""
+    state = None if args.no_resume else load_checkpoint(args.output_dir, config)
+    if state is None:
+        return 0, {}
+    for key, obj in stateful.items():
+        obj.load_state_dict(state[key])
+    print(f"resuming from step {state['step']}")
+    return state["step"], json.loads(state["history"])
+
+
+def save_training_state(args, config: dict, stateful: dict, step: int, history: dict) -> Path:
+    """The counterpart of `resume`: every object's state dict, the step, the history and the settings."""
+    return save_checkpoint(args.output_dir, {**{key: obj.state_dict() for key, obj in stateful.items()},
+                                             "step": step, "history": json.dumps(history),
+                                             "config": json.dumps(config)})
+
+
 def config_of(args) -> dict:
     """The run's settings as plain JSON values (paths become strings)."""
     return json.loads(json.dumps(vars(args), default=str))

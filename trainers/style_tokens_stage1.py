@@ -17,7 +17,6 @@ import hashlib
 import json
 import resource
 import time
-import json
 from pathlib import Path
 
 import torch

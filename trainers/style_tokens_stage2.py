@@ -163,12 +163,8 @@ def train(args) -> dict:
         "data": f"{len(train_set)} train / {len(held_out)} held out, {len(styles)} styles", "steps": steps}, world)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr)
     config = common.config_of(args)
-    start, history = 0, {}
-    state = None if args.no_resume else common.load_checkpoint(args.output_dir, config)
-    if state is not None:
-        encoder.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, history = state["step"], json.loads(state["history"])
+    stateful = {"model": encoder, "optimizer": optimizer}
+    start, history = common.resume(args, config, stateful)
     encoder.train()
     for step in tqdm(range(start, steps), initial=start, total=steps, desc="stage 2", disable=not world.is_main):
         generator = common.step_generator(args.seed, step)
@@ -190,9 +186,7 @@ def train(args) -> dict:
         optimizer.zero_grad(set_to_none=True)
         history.setdefault("token MSE", []).append((step + 1, mse.item()))
         if world.is_main and ((step + 1) % args.save_every == 0 or step + 1 == steps):
-            common.save_checkpoint(args.output_dir, {"model": encoder.state_dict(), "optimizer": optimizer.state_dict(),
-                                                     "step": step + 1, "history": json.dumps(history),
-                                                     "config": json.dumps(config)})
+            common.save_training_state(args, config, stateful, step + 1, history)
     encoder.eval()
     metrics = {}
     if world.is_main:

@@ -12,7 +12,6 @@ embedding_map.png and samples.png (reference images beside images generated from
         --encoder stage2/style_encoder.safetensors --output-dir stage3/
 """
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -93,13 +92,8 @@ def train(args) -> None:
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     config = common.config_of(args)
-    start, history = 0, {}
-    state = None if args.no_resume else common.load_checkpoint(args.output_dir, config)
-    if state is not None:
-        encoder.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        start, history = state["step"], json.loads(state["history"])
+    stateful = {"model": encoder, "optimizer": optimizer, "schedule": schedule}
+    start, history = common.resume(args, config, stateful)
     encoder.train()
     for step in tqdm(range(start, steps), initial=start, total=steps, desc="stage 3", disable=not world.is_main):
         generator = common.step_generator(args.seed, step, world.rank)
@@ -115,9 +109,7 @@ def train(args) -> None:
         optimizer.zero_grad(set_to_none=True)
         history.setdefault("diffusion loss", []).append((step + 1, loss.item()))
         if world.is_main and ((step + 1) % args.save_every == 0 or step + 1 == steps):
-            common.save_checkpoint(args.output_dir, {"model": encoder.state_dict(), "optimizer": optimizer.state_dict(),
-                                                     "schedule": schedule.state_dict(), "step": step + 1,
-                                                     "history": json.dumps(history), "config": json.dumps(config)})
+            common.save_training_state(args, config, stateful, step + 1, history)
     encoder.eval()
     if world.is_main:
         encoder.config.training = {"stage": 3, "steps": steps, "dataset_fingerprint": dataset.fingerprint(),

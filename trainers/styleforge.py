@@ -18,7 +18,6 @@ text encoders) and write it with kohya keys and the identifiers in its metadata.
     torchrun --nproc-per-node 2 -m trainers.styleforge ...      # data parallel
 """
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,13 +218,8 @@ def train(args) -> TrainResult:
         groups.append({"params": loras["text_encoder"].parameters(), "lr": args.text_encoder_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=1e-2)
     config = common.config_of(args)
-    start, history = 0, {}
-    state = None if args.no_resume else common.load_checkpoint(args.output_dir, config)
-    if state is not None:
-        loras.load_state_dict(state["lora"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, history = state["step"], json.loads(state["history"])
-        print(f"resuming from step {start}")
+    stateful = {"lora": loras, "optimizer": optimizer}
+    start, history = common.resume(args, config, stateful)
     loss_module = DualBindingLoss(diffusion, loras, data, args.prior_weight, args.batch_size)
     step_fn = loss_module
     if world.world_size > 1:
@@ -246,8 +240,7 @@ def train(args) -> TrainResult:
         write_lora(lora_tensors(diffusion, loras, save_dtype), lora_path, diffusion.family,
                    [d.component for d in data], args.checkpoint.name, checkpoint_hash,
                    args.rank, args.alpha, dict(config, steps_done=step))
-        common.save_checkpoint(args.output_dir, {"lora": loras.state_dict(), "optimizer": optimizer.state_dict(),
-                                                 "step": step, "history": json.dumps(history), "config": json.dumps(config)})
+        common.save_training_state(args, config, stateful, step, history)
         common.plot_losses(history, args.output_dir / "loss.png", f"{args.name}: loss per term")
 
     checkpoint_hash = file_sha256(args.checkpoint) if world.is_main else ""
