@@ -41,7 +41,10 @@ class ComfyDiffusion:
     def allow_text_encoder_gradients(self) -> None:
         """ComfyUI's CLIP layers add to the residual stream in place (x += attn(ln1(x))); once a LoRA makes
         x require grad, autograd rejects that, because LayerNorm saved x. Feeding each LayerNorm a copy
-        keeps its saved input intact; values are unchanged."""
+        keeps its saved input intact; values are unchanged. Calling it again changes nothing."""
+        if getattr(self, "_text_encoder_gradients", False):
+            return
+        self._text_encoder_gradients = True
         for module in self.text_encoder_module.modules():
             if isinstance(module, torch.nn.LayerNorm):
                 module.register_forward_pre_hook(lambda m, args: (args[0].clone(),) + args[1:]

@@ -188,7 +188,7 @@ def load_components(diffusion, args) -> list[ComponentData]:
     return data
 
 
-def write_previews(diffusion, loras, data, args, step: int, base_rows: dict) -> None:
+def write_previews(diffusion, data, args, step: int, base_rows: dict) -> None:
     if args.sample_steps == 0:
         return
     size = min(args.resolution, 512)
@@ -233,6 +233,7 @@ def train(args) -> TrainResult:
         lora.attach()
     lora_path = args.output_dir / f"{args.name}.safetensors"
     save_dtype = torch.float16 if args.save_dtype == "fp16" else torch.float32
+    checkpoint_hash = file_sha256(args.checkpoint) if world.is_main else ""
 
     def save(step: int) -> None:
         if not world.is_main:
@@ -243,7 +244,6 @@ def train(args) -> TrainResult:
         common.save_training_state(args, config, stateful, step, history)
         common.plot_losses(history, args.output_dir / "loss.png", f"{args.name}: loss per term")
 
-    checkpoint_hash = file_sha256(args.checkpoint) if world.is_main else ""
     progress = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="StyleForge",
                     disable=not world.is_main)
     for step in progress:
@@ -260,7 +260,7 @@ def train(args) -> TrainResult:
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             save(step + 1)
     if world.is_main and start < args.steps:
-        write_previews(diffusion, loras, data, args, args.steps, base_rows)
+        write_previews(diffusion, data, args, args.steps, base_rows)
         pictures = [p for p in (args.output_dir / "loss.png", args.output_dir / "samples.png") if p.is_file()]
         print(f"LoRA: {lora_path}\npictures: {', '.join(map(str, pictures))}")
     world.barrier()
