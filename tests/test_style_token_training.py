@@ -164,18 +164,12 @@ def test_knn_accuracy_and_the_retrieval_table(tmp_path, synthetic):
 
 
 def test_stage1_kill_and_resume_ends_with_the_uninterrupted_tokens(tiny_checkpoint, synthetic, tmp_path):
-    import signal
-    import time
+    from devkit.processes import kill_when_written
     interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
     command = [sys.executable, "-m", "trainers.style_tokens_stage1", "--checkpoint", str(tiny_checkpoint("sd15")),
                "--data", str(synthetic), "--output-dir", str(interrupted), "--resolution", "64", "--steps", "3",
                "--batch-size", "2", "--sample-steps", "0"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (interrupted / "index-r0.json").exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when_written(command, interrupted / "index-r0.json")
     finished_before_kill = len(read_index(interrupted))
     assert 2 <= finished_before_kill < 6, "the kill must land between the first and the last batch"
     stage1.train(stage1.parse_args(command[3:]))

@@ -1,10 +1,8 @@
 """StyleForge: the dual-binding LoRA trainer, its file, and the loader / prompt nodes on the real host."""
 import json
 import logging
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -15,6 +13,7 @@ from core.image_folder import DatasetError
 from devkit.example_inputs import content_image, style_reference
 from devkit.in_process import NodeExecutionError
 from devkit.paths import REPO_ROOT
+from devkit.processes import kill_when_written
 from devkit.workflows import api_workflows
 from trainers.styleforge import parse_args, train
 
@@ -164,12 +163,7 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, i
     interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
     command = [sys.executable, "-m", "trainers.styleforge", *argv(tiny_checkpoint("sd15"), image_sets, interrupted,
                                                                   steps=200)[:-1], "--save-every", "2"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not (interrupted / "checkpoint.pt").exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when_written(command, interrupted / "checkpoint.pt")
     saved_step = torch.load(interrupted / "checkpoint.pt", weights_only=True)["step"]
     assert 2 <= saved_step < 8
     resumed = train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, interrupted, steps=8)[:-1] + ["--save-every", "2"]))
