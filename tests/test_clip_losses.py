@@ -9,20 +9,24 @@ def identity(images):
 
 
 def test_directional_losses_measure_agreement_of_edit_directions():
+    torch.manual_seed(0)
     content, style_photo = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
     shift = torch.rand(2, 3, 8, 8)
     style = style_photo + shift
     aligned = content + shift           # the content moved exactly as the style image moved
     opposed = content - shift
-    assert cross_domain_loss(identity, aligned, content, style, style_photo) < 1e-6
+    assert cross_domain_loss(identity, aligned, content, style, style_photo) < 1e-5
     assert abs(cross_domain_loss(identity, opposed, content, style, style_photo).item() - 2.0) < 1e-5
-    assert in_domain_loss(identity, aligned, content, style, style_photo) < 1e-6
+    assert in_domain_loss(identity, aligned, content, style, style_photo) < 1e-5
     assert in_domain_loss(identity, opposed, content, style, style_photo) > 0.1
 
 
 def test_reconstruction_and_total_are_differentiable_and_zero_at_the_target():
+    torch.manual_seed(0)
     style = torch.rand(1, 3, 8, 8)
-    assert reconstruction_loss(identity, style.clone(), style) < 1e-6
+    # zero up to float32 rounding of 1 - cos, which the loss weighs by 30
+    assert reconstruction_loss(identity, style.clone(), style) < 1e-4
+    assert reconstruction_loss(identity, style + 0.1, style) > 0.5
     output = torch.rand(1, 3, 8, 8, requires_grad=True)
     parts = osasis_loss(identity, output, torch.rand(1, 3, 8, 8), style, torch.rand(1, 3, 8, 8), output,
                         lpips=lambda a, b: (a - b).abs().mean(dim=(1, 2, 3)))
