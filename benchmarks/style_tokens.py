@@ -43,7 +43,7 @@ def prepare_models(work: Path, full_size: bool) -> tuple[Path, str, str]:
         config.write_text(f"tiny:\n  base_path: {paths.models_dir()}\n  checkpoints: checkpoints\n"
                           "  style_encoders: style_encoders\n")
         return config, "stylesmith-tiny-sd15.safetensors", "stylesmith-tiny-style-encoder-sd15.safetensors"
-    from core.clip_backbones import open_clip_with_configs
+    from core.clip_backbones import backbone_config
     from core.image_preprocess import Preprocess
     from core.style_encoder import StyleEncoder, StyleEncoderConfig
     from core.style_encoder_file import save_style_encoder
@@ -53,7 +53,7 @@ def prepare_models(work: Path, full_size: bool) -> tuple[Path, str, str]:
     architecture = "ViT-L-14-quickgelu"
     encoder = StyleEncoder(StyleEncoderConfig(
         family="sd15", architecture=architecture,
-        backbone_config=open_clip_with_configs().get_model_config(architecture), heads={"clip_l": 768},
+        backbone_config=backbone_config(architecture), heads={"clip_l": 768},
         preprocess=Preprocess(224, (0.5,) * 3, (0.5,) * 3)))
     save_style_encoder(encoder, models / "style_encoders" / "full-vit-l.safetensors")
     config = work / "models.yaml"

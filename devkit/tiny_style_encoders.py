@@ -5,7 +5,7 @@ token embeddings (std about 0.02). The authors' preprocessing (mean = std = 0.5)
 """
 import torch
 
-from core.clip_backbones import TINY_VIT, open_clip_with_configs
+from core.clip_backbones import TINY_VIT, backbone_config
 from core.image_preprocess import Preprocess
 from core.style_encoder import StyleEncoder, StyleEncoderConfig
 from core.style_encoder_file import save_style_encoder
@@ -16,11 +16,11 @@ AUTHORS_NORMALISATION = (0.5, 0.5, 0.5)
 
 
 def build_style_encoder(family: str, seed: int, n_tokens: int = 8) -> StyleEncoder:
-    backbone_config = open_clip_with_configs().get_model_config(TINY_VIT)
+    tiny = backbone_config(TINY_VIT)
     config = StyleEncoderConfig(
-        family=family, architecture=TINY_VIT, backbone_config=backbone_config,
+        family=family, architecture=TINY_VIT, backbone_config=tiny,
         heads=dict(TEXT_ENCODER_WIDTHS[family]), n_tokens=n_tokens,
-        preprocess=Preprocess(size=backbone_config["vision_cfg"]["image_size"], mean=AUTHORS_NORMALISATION,
+        preprocess=Preprocess(size=tiny["vision_cfg"]["image_size"], mean=AUTHORS_NORMALISATION,
                               std=AUTHORS_NORMALISATION),
         training={"stage": "random-init", "seed": seed})
     with torch.random.fork_rng(devices=[]):

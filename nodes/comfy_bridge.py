@@ -26,6 +26,11 @@ def model_files(name: str) -> list[str]:
     return folder_paths.get_filename_list(name)
 
 
+def embeddings_folder() -> str:
+    """The first models/embeddings folder: where ComfyUI looks up `embedding:NAME`."""
+    return folder_paths.get_folder_paths("embeddings")[0]
+
+
 def model_file_path(folder: str, file_name: str) -> str:
     path = folder_paths.get_full_path(folder, file_name)
     if path is None:

@@ -175,11 +175,10 @@ class SaveStyleEmbedding(io.ComfyNode):
 
     @classmethod
     def execute(cls, style_tokens, name):
-        import folder_paths
         from ..core.embedding_file import save_embedding
         if not name.strip() or any(c in name for c in "/\\:") or name.startswith("."):
             raise ValueError(f"'{name}' is not a usable embedding name: use letters, digits, '_' or '-'.")
-        folder = folder_paths.get_folder_paths("embeddings")[0]
+        folder = bridge.embeddings_folder()
         names = [name] if style_tokens.batch_size == 1 else [f"{name}_{i}" for i in range(style_tokens.batch_size)]
         for index, file_name in enumerate(names):
             save_embedding(style_tokens.item(index), style_tokens.family, f"{folder}/{file_name}.safetensors")

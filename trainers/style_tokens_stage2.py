@@ -83,12 +83,10 @@ def build_encoder(args, family: str, widths: dict[str, int], n_tokens: int) -> S
         size = args.image_size or encoder.config.preprocess.size
         encoder.config.preprocess = Preprocess(size, mean, std)
         return encoder
-    from core.clip_backbones import open_clip_with_configs
-    backbone_config = open_clip_with_configs().get_model_config(args.architecture)
-    if backbone_config is None:
-        raise ValueError(f"open_clip has no architecture {args.architecture!r}; see open_clip.list_models()")
-    size = args.image_size or backbone_config["vision_cfg"]["image_size"]
-    return StyleEncoder(StyleEncoderConfig(family=family, architecture=args.architecture, backbone_config=backbone_config,
+    from core.clip_backbones import backbone_config
+    config = backbone_config(args.architecture)
+    size = args.image_size or config["vision_cfg"]["image_size"]
+    return StyleEncoder(StyleEncoderConfig(family=family, architecture=args.architecture, backbone_config=config,
                                            heads=dict(widths), n_tokens=n_tokens, preprocess=Preprocess(size, mean, std)))
 
 

@@ -114,27 +114,27 @@ class ComponentData:
 
 
 class DualBindingLoss(nn.Module):
-    """The trainable LoRAs, and the loss of one micro-step over every component (DDP wraps this)."""
+    """The trainable LoRAs, and the loss of one micro-step over every component."""
 
     def __init__(self, diffusion, loras: nn.ModuleDict, data: list[ComponentData], prior_weight: float,
                  batch_size: int):
         super().__init__()
         self.loras = loras
-        self._diffusion = [diffusion]          # frozen model: not a submodule, so DDP never broadcasts it
+        self.diffusion = diffusion             # frozen, and no nn.Module: never among the trained parameters
         self.data, self.prior_weight, self.batch_size = data, prior_weight, batch_size
         self.train_text_encoder = "text_encoder" in loras
         self._prompt_cache = {}
 
     def condition(self, prompt: str):
         if self.train_text_encoder:
-            return self._diffusion[0].encode_prompt(prompt)
+            return self.diffusion.encode_prompt(prompt)
         if prompt not in self._prompt_cache:
             with torch.no_grad():
-                self._prompt_cache[prompt] = self._diffusion[0].encode_prompt(prompt)
+                self._prompt_cache[prompt] = self.diffusion.encode_prompt(prompt)
         return self._prompt_cache[prompt]
 
     def forward(self, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        diffusion, total, parts = self._diffusion[0], 0.0, {}
+        diffusion, total, parts = self.diffusion, 0.0, {}
         for d in self.data:
             picks = {"instance": (d.styleref, d.instance_prompt), "prior": (d.aux, d.class_prompt)}
             for kind, (latents, prompt) in picks.items():
@@ -221,9 +221,6 @@ def train(args) -> TrainResult:
     stateful = {"lora": loras, "optimizer": optimizer}
     start, history = common.resume(args, config, stateful)
     loss_module = DualBindingLoss(diffusion, loras, data, args.prior_weight, args.batch_size)
-    step_fn = loss_module
-    if world.world_size > 1:
-        step_fn = nn.parallel.DistributedDataParallel(loss_module)
     base_rows = {}
     if world.is_main and args.sample_steps and start == 0:
         base_rows = {f"{d.component.name} without LoRA": diffusion.sample(
@@ -250,8 +247,9 @@ def train(args) -> TrainResult:
         generator = common.step_generator(args.seed, step, world.rank)
         for _ in range(args.grad_accum):
             with common.autocast(args.precision, world.device):
-                loss, parts = step_fn(generator)
+                loss, parts = loss_module(generator)
             (loss / args.grad_accum).backward()
+        common.average_gradients(loras.parameters(), world)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         for name, value in parts.items():
