@@ -24,8 +24,8 @@ def read_safetensors(path, what: str) -> tuple[dict[str, torch.Tensor], dict[str
         raise WeightFileError(f"The {what} file {path} does not exist. Put it in the right models folder "
                               "(see docs/formats.md) and refresh the node list.")
     with open(path, "rb") as f:
-        head = f.read(4)
-    if path.suffix.lower() in PICKLE_SUFFIXES or head.startswith(PICKLE_MAGIC):
+        head = f.read(9)
+    if path.suffix.lower() in PICKLE_SUFFIXES or (head.startswith(PICKLE_MAGIC) and not _safetensors_head(head)):
         raise WeightFileError(f"{path.name} is a pickle file; StyleSmith refuses to load it because loading a "
                               f"pickle can run code. Save the {what} as .safetensors instead.")
     try:
@@ -37,6 +37,14 @@ def read_safetensors(path, what: str) -> tuple[dict[str, torch.Tensor], dict[str
         raise WeightFileError(f"{path.name} is not a valid safetensors {what} ({e}; {size} bytes): the file is "
                               "truncated or corrupt. Download or export it again.") from e
     return tensors, metadata
+
+
+def _safetensors_head(head: bytes) -> bool:
+    """A safetensors file starts with its JSON header's length (u64, little-endian) and then `{`.
+
+    The length's low byte can be 0x80, a pickle's first byte, so the magic alone cannot tell them apart.
+    """
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 32
 
 
 def write_safetensors_atomic(tensors: dict, path, metadata: dict[str, str]) -> None:

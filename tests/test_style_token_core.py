@@ -7,7 +7,7 @@ import torch
 
 from core.clip_vision_import import style_encoder_from_clip_vision
 from core.image_preprocess import Preprocess, preprocess
-from core.safe_files import WeightFileError
+from core.safe_files import WeightFileError, read_safetensors
 from core.style_encoder_file import load_style_encoder, save_style_encoder
 from core.style_tokens import StyleTokens
 from core.token_injection import SpecialTokens, chunk_words, inject_style
@@ -118,6 +118,20 @@ def test_pickle_is_refused_without_being_unpickled(tmp_path):
         with pytest.raises(WeightFileError, match="pickle"):
             load_style_encoder(tmp_path / name)
     assert not marker.exists()
+
+
+def test_safetensors_whose_header_length_starts_like_a_pickle_still_loads(tmp_path):
+    """The header length is little-endian, so its first byte is 0x80 (a pickle's magic) for 1 in 256 files."""
+    from safetensors.torch import save_file
+    for padding in range(256):
+        path = tmp_path / "x.safetensors"
+        save_file({"x": torch.arange(3.0)}, str(path), metadata={"pad": "p" * padding})
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no metadata length gave a header length with low byte 0x80")
+    tensors, metadata = read_safetensors(path, "test")
+    assert torch.equal(tensors["x"], torch.arange(3.0)) and metadata["pad"] == "p" * padding
 
 
 def test_truncated_missing_and_foreign_files_name_the_fix(tmp_path):
