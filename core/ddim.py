@@ -31,11 +31,22 @@ def sub_schedule(sigmas: Sequence[float] | torch.Tensor, t0: float) -> torch.Ten
     return sigmas[steps - keep:]
 
 
-def ddim_decode(x: torch.Tensor, sigmas: torch.Tensor, eps: Eps, callback: StepCallback | None = None) -> torch.Tensor:
-    """Run the descending `sigmas` from x at sigmas[0] down to sigmas[-1]."""
+def ddim_step(x: torch.Tensor, sigma_a: float, sigma_b: float, eps: Eps) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode step from sigma_a to sigma_b: (x at sigma_b, the x0 prediction x - sigma_a * eps)."""
+    e = eps(x, x.new_tensor([sigma_a]))
+    return x + (sigma_b - sigma_a) * e, x - sigma_a * e
+
+
+def ddim_decode(x: torch.Tensor, sigmas: torch.Tensor, eps: Eps, callback: StepCallback | None = None,
+                before_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> torch.Tensor:
+    """Run the descending `sigmas` from x at sigmas[0] down to sigmas[-1].
+
+    `before_step(x, i)` may change x before step i (OSASIS adds the structure-preserving network's output there).
+    """
     for i in range(len(sigmas) - 1):
-        sigma_a, sigma_b = float(sigmas[i]), float(sigmas[i + 1])
-        x = x + (sigma_b - sigma_a) * eps(x, x.new_tensor([sigma_a]))
+        if before_step is not None:
+            x = before_step(x, i)
+        x, _ = ddim_step(x, float(sigmas[i]), float(sigmas[i + 1]), eps)
         if callback:
             callback(i, len(sigmas) - 1)
     return x

@@ -27,6 +27,18 @@ def square_crop(image: Image.Image, resolution: int) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
+def load_image_file(path, resolution: int, what: str) -> torch.Tensor:
+    """(1, resolution, resolution, 3): one image, any mode, centre-cropped square."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"The {what} {path} does not exist: pass the path of an image file.")
+    try:
+        with Image.open(path) as image:
+            return torch.from_numpy(square_crop(image, resolution))[None]
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DatasetError(f"The {what} {path} cannot be read as an image ({e}). Pass a .png or .jpg file.") from e
+
+
 def load_image_folder(folder, resolution: int, what: str) -> tuple[torch.Tensor, list[str]]:
     """(N, resolution, resolution, 3) images and their file names; `what` names the set in errors."""
     folder = Path(folder)

@@ -36,6 +36,7 @@ class TimeConditionedBlock(nn.Module):
 class StructurePreservingNetwork(nn.Module):
     def __init__(self, latent_channels: int = 4, width: int = 64, time_dim: int = 128, groups: int = 8):
         super().__init__()
+        self.config = {"latent_channels": latent_channels, "width": width, "time_dim": time_dim, "groups": groups}
         self.time_dim = time_dim
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
         self.conv_in = nn.Conv2d(latent_channels, width, 1)

@@ -156,12 +156,13 @@ def ensure_built(path: Path, recipe: dict, build) -> Path:
 
 
 def ensure_default_models(models_dir: Path, seed: int = DEFAULT_SEED, text_encoder_dtype: str = "fp8") -> list[Path]:
-    """Build the default tiny checkpoints, style encoders and StyleForge LoRAs into models_dir unless
+    """Build the default tiny checkpoints, style encoders, StyleForge LoRAs and OSASIS style into models_dir unless
     identical builds are there.
 
     The checkpoints' text encoders are stored in float8 to keep the files small (ComfyUI casts them on load).
     """
     from .tiny_loras import DEFAULT_LORAS, build_styleforge_lora
+    from .tiny_osasis_styles import DEFAULT_OSASIS_STYLES, TRAINING, build_osasis_style
     from .tiny_style_encoders import DEFAULT_STYLE_ENCODERS, build_style_encoder_file
     built = []
     for spec in DEFAULT_MODELS:
@@ -179,6 +180,12 @@ def ensure_default_models(models_dir: Path, seed: int = DEFAULT_SEED, text_encod
                   "checkpoint_sha256": json.loads(sd15.with_name(sd15.name + ".stamp.json").read_text())["sha256"]}
         built.append(ensure_built(models_dir / "loras" / file_name, json.loads(json.dumps(recipe)),
                                   lambda p, c=components: build_styleforge_lora(p, sd15, c, seed)))
+    encoder = models_dir / "style_encoders" / DEFAULT_STYLE_ENCODERS["sd15"]
+    recipe = {"builder": BUILDER_VERSION, "seed": seed, "training": TRAINING,
+              "checkpoint_sha256": json.loads(sd15.with_name(sd15.name + ".stamp.json").read_text())["sha256"],
+              "style_encoder_sha256": json.loads(encoder.with_name(encoder.name + ".stamp.json").read_text())["sha256"]}
+    built.append(ensure_built(models_dir / "osasis" / DEFAULT_OSASIS_STYLES["sd15"], recipe,
+                              lambda p: build_osasis_style(p, sd15, encoder, seed)))
     return built
 
 

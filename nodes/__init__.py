@@ -4,9 +4,9 @@ Each method's nodes live in their own module; the extension registers them all.
 """
 from comfy_api.latest import ComfyExtension
 
-from . import style_tokens, styleforge
+from . import osasis, style_tokens, styleforge
 
-NODE_LIST = (*style_tokens.NODES, *styleforge.NODES)
+NODE_LIST = (*style_tokens.NODES, *styleforge.NODES, *osasis.NODES)
 
 
 class StyleSmithExtension(ComfyExtension):

@@ -10,6 +10,8 @@ import torch
 
 import comfy.model_management
 import comfy.model_patcher
+import comfy.sample
+import comfy.samplers
 import comfy.utils
 import folder_paths
 
@@ -55,6 +57,62 @@ def apply_lora(model, clip, tensors: dict, strength_model: float, strength_clip:
     """Patch clones of MODEL and CLIP with a LoRA exactly as ComfyUI's LoraLoader does."""
     import comfy.sd
     return comfy.sd.load_lora_for_models(model, clip, tensors, strength_model, strength_clip)
+
+
+# ---- sampling with StyleSmith's own step rule ------------------------------------------------
+SCHEDULERS = comfy.samplers.SCHEDULER_NAMES
+
+
+def model_sigmas(model, scheduler: str, steps: int) -> torch.Tensor:
+    """The model's own descending noise levels for `steps` steps, ending at 0 (what KSampler uses)."""
+    return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
+
+
+def model_timesteps(model, sigmas: torch.Tensor) -> torch.Tensor:
+    """The training timestep of each noise level (what a timestep-conditioned network is fed)."""
+    return model.get_model_object("model_sampling").timestep(sigmas)
+
+
+def latent_to_model_space(model, samples: torch.Tensor) -> torch.Tensor:
+    """A LATENT's samples as the diffusion model sees them (the latent format's scale and shift)."""
+    return model.get_model_object("latent_format").process_in(samples)
+
+
+def unet_levels(model) -> int:
+    """How many resolution levels the UNet has (len of its channel multipliers)."""
+    return len(model.model.model_config.unet_config["channel_mult"])
+
+
+def with_attn2_patch(model, patch):
+    """A clone of MODEL whose cross-attention layers call patch(n, context, value, extra_options) first."""
+    model = model.clone()
+    model.set_model_attn2_patch(patch)
+    return model
+
+
+def run_step_rule(model, rule, sigmas: torch.Tensor, conditioning: list, samples: torch.Tensor) -> torch.Tensor:
+    """Run `rule(x, sigmas, eps, callback)` inside ComfyUI's sampler, as SamplerCustom runs a sampler.
+
+    ComfyUI does the rest as for any sampler: model loading, patches (LoRA, attention), conditioning
+    (SDXL's size vector), the latent format. `eps(x, sigma)` is the model's noise prediction with the
+    conditioning (cfg 1); `x` starts at the latent `samples` and the result comes back as a LATENT's samples.
+    A ComfyUI progress bar follows the steps, and ComfyUI's interrupt stops them.
+    """
+    bar = comfy.utils.ProgressBar(len(sigmas) - 1)
+
+    def report(step, total):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        bar.update_absolute(step + 1, total)
+
+    def sampler_function(model_k, x, sigmas, extra_args=None, callback=None, disable=None):
+        def eps(x_in, sigma):
+            sigma = sigma.to(x_in).expand(x_in.shape[0])
+            return (x_in - model_k(x_in, sigma, **(extra_args or {}))) / sigma.view(-1, 1, 1, 1)
+        return rule(x, sigmas, eps, report)
+
+    comfy.model_management.throw_exception_if_processing_interrupted()
+    return comfy.sample.sample_custom(model, torch.zeros_like(samples), 1.0, comfy.samplers.KSAMPLER(sampler_function),
+                                      sigmas.float(), conditioning, conditioning, samples, disable_pbar=True)
 
 
 # ---- models under ComfyUI's model management ------------------------------------------------

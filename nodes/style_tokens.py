@@ -41,6 +41,18 @@ def encode_with_style(clip, text: str, style: StyleTokens, placeholder: str) -> 
     return [[torch.cat(conds), extra]]
 
 
+def image_to_style_tokens(style_encoder: LoadedStyleEncoder, image) -> StyleTokens:
+    """One token set per image of the IMAGE batch."""
+    pixels = preprocess(image, style_encoder.config.preprocess)
+    device = bridge.load_to_device(style_encoder.patcher)
+    encoder = style_encoder.patcher.model
+    parts = []
+    with torch.no_grad():
+        for i in bridge.with_progress(range(pixels.shape[0])):
+            parts.append({k: v.float().cpu() for k, v in encoder(pixels[i:i + 1].to(device)).items()})
+    return StyleTokens({k: torch.cat([p[k] for p in parts]) for k in parts[0]}, style_encoder.config.family)
+
+
 class StyleEncoderLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -79,15 +91,7 @@ class ImageToStyleTokens(io.ComfyNode):
 
     @classmethod
     def execute(cls, style_encoder, image, batch_mode):
-        config = style_encoder.config
-        pixels = preprocess(image, config.preprocess)
-        device = bridge.load_to_device(style_encoder.patcher)
-        encoder = style_encoder.patcher.model
-        parts = []
-        with torch.no_grad():
-            for i in bridge.with_progress(range(pixels.shape[0])):
-                parts.append({k: v.float().cpu() for k, v in encoder(pixels[i:i + 1].to(device)).items()})
-        tokens = StyleTokens({k: torch.cat([p[k] for p in parts]) for k in parts[0]}, config.family)
+        tokens = image_to_style_tokens(style_encoder, image)
         return io.NodeOutput(tokens.averaged() if batch_mode == "average" else tokens)
 
 

@@ -29,6 +29,7 @@ class ComfyDiffusion:
         self.unet = self.model.model
         self.unet.requires_grad_(False)
         self.clip.cond_stage_model.requires_grad_(False)
+        self.vae.first_stage_model.requires_grad_(False)
 
     @property
     def unet_module(self) -> torch.nn.Module:
@@ -60,6 +61,43 @@ class ComfyDiffusion:
         """(cond, pooled), differentiable through any LoRA attached to the text encoder."""
         out = self.clip.encode_from_tokens(self.clip.tokenize(text), return_pooled=True, return_dict=True)
         return out["cond"].to(self.device), out["pooled_output"].to(self.device)
+
+    def decode_latents(self, latents: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """Model-space latents -> IMAGE (N, H, W, 3) in [0, 1], differentiable (losses on decoded images).
+
+        With `size`, the latent is first resized to size/8, so the image comes out at size x size: CLIP
+        losses see 224 px anyway, and decoding at that size costs a fraction of the memory of 512 px.
+        """
+        from einops import rearrange
+        if size is not None and latents.shape[-1] * 8 != size:
+            latents = torch.nn.functional.interpolate(latents, size=(size // 8, size // 8), mode="bilinear",
+                                                      align_corners=False)
+        vae = self.vae.first_stage_model
+        dtype = next(vae.parameters()).dtype
+        pixels = vae.decode(self.unet.latent_format.process_out(latents).to(dtype))
+        return rearrange(self.vae.process_output(pixels.float()), "b c h w -> b h w c")
+
+    def eps(self, x: torch.Tensor, sigma: torch.Tensor, inputs: dict) -> torch.Tensor:
+        """The model's noise prediction in the k-diffusion form x = x0 + sigma * eps, for any prediction type."""
+        sigma = sigma.to(x).expand(x.shape[0])
+        return (x - self.unet.apply_model(x, sigma, **inputs)) / sigma.view(-1, 1, 1, 1)
+
+    @torch.no_grad()
+    def img2img(self, images: torch.Tensor, prompt: str, negative: str, denoise: float, steps: int, seed: int,
+                cfg: float = 7.0) -> torch.Tensor:
+        """SDEdit with ComfyUI's own sampler (euler, normal): noise the images to `denoise`, then denoise."""
+        import comfy.sample
+        cond, pooled = self.encode_prompt(prompt)
+        ncond, npooled = self.encode_prompt(negative)
+        out = []
+        for i in range(images.shape[0]):
+            latent = self.vae.encode(images[i:i + 1])
+            noise = comfy.sample.prepare_noise(latent, seed + i)
+            samples = comfy.sample.sample(self.model, noise, steps, cfg, "euler", "normal",
+                                          [[cond, {"pooled_output": pooled}]], [[ncond, {"pooled_output": npooled}]],
+                                          latent, denoise=denoise, seed=seed + i, disable_pbar=True)
+            out.append(self.vae.decode(samples).float().cpu())
+        return torch.cat(out)
 
     def model_inputs(self, cond: torch.Tensor, pooled: torch.Tensor, latents: torch.Tensor) -> dict:
         """The UNet's conditioning kwargs as ComfyUI's sampler builds them (SDXL adds the `y` vector)."""

@@ -1,0 +1,207 @@
+"""OSASIS nodes on the real host: exact structural codes, the style file in the decode, mixing, prompts,
+interrupt, and bad input."""
+import copy
+
+import pytest
+import torch
+
+from devkit.example_inputs import CONTENT_IMAGE, STYLE_REFERENCE
+from devkit.in_process import NodeExecutionError, PromptValidationError
+from devkit.tiny_models import TINY_CHECKPOINTS
+from devkit.tiny_osasis_styles import DEFAULT_OSASIS_STYLES
+from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
+from devkit.workflows import api_workflows
+
+SD15_LATENT_SCALE = 0.18215
+
+
+def semantic_graph(family: str) -> dict:
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_CHECKPOINTS[family]}},
+        "2": {"class_type": "StyleSmithStyleEncoderLoader", "inputs": {"encoder_name": DEFAULT_STYLE_ENCODERS[family]}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": CONTENT_IMAGE}},
+        "4": {"class_type": "LoadImage", "inputs": {"image": STYLE_REFERENCE}},
+        "5": {"class_type": "StyleSmithOsasisSemanticEncode", "inputs": {
+            "image": ["3", 0], "clip": ["1", 1], "style_encoder": ["2", 0], "template": "a picture in the style of sks",
+            "placeholder": "sks"}},
+        "6": {"class_type": "StyleSmithOsasisSemanticEncode", "inputs": {
+            "image": ["4", 0], "clip": ["1", 1], "style_encoder": ["2", 0], "template": "a picture in the style of sks",
+            "placeholder": "sks"}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "in autumn, golden leaves", "clip": ["1", 1]}},
+    }
+
+
+def load(comfy_in_process, family: str) -> dict:
+    graph = semantic_graph(family)
+    outputs = ("1", "5", "6", "7")
+    if family == "sd15":
+        graph["8"] = {"class_type": "StyleSmithOsasisStyleLoader", "inputs": {"style_name": DEFAULT_OSASIS_STYLES["sd15"]}}
+        outputs += ("8",)
+    out = comfy_in_process.run(graph, outputs_of=outputs)
+    loaded = {"model": out["1"][0], "clip": out["1"][1], "z_content": out["5"][0], "z_style": out["6"][0],
+              "prompt": out["7"][0]}
+    if family == "sd15":
+        loaded.update(style=out["8"][0], reference=out["8"][1], info=out["8"][2])
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def sd15(comfy_in_process):
+    return load(comfy_in_process, "sd15")
+
+
+def unit_latent(seed: int = 0, size: int = 8) -> dict:
+    """A LATENT that is unit-scale in model space (a real image's is; the random tiny VAE's is not)."""
+    return {"samples": torch.randn(1, 4, size, size, generator=torch.Generator().manual_seed(seed)) / SD15_LATENT_SCALE}
+
+
+def node(comfy_in_process, name: str):
+    execute = comfy_in_process.node_classes[f"StyleSmithOsasis{name}"].execute
+
+    def run(**inputs):
+        with torch.inference_mode():   # as ComfyUI's executor runs nodes
+            return execute(**inputs).result
+    return run
+
+
+def encode(host, loaded, latent, iterations=3, t0=0.5, steps=50):
+    return node(host, "StructuralEncode")(model=loaded["model"], latent=latent, z_content=loaded["z_content"], t0=t0,
+                                          steps=steps, scheduler="normal", inversion_iterations=iterations)[0]
+
+
+def decode(host, loaded, structure, **inputs):
+    settings = dict(model=loaded["model"], structure=structure, z_content=loaded["z_content"], mix=0.5,
+                    spn_weight=0.1, lora_strength=1.0)
+    settings.update(inputs)
+    return node(host, "Decode")(**settings)[0]["samples"]
+
+
+def relative_error(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_structural_encode_is_the_exact_inverse_of_the_decode(comfy_in_process, sd15):
+    latent = unit_latent()
+    exact = encode(comfy_in_process, sd15, latent, iterations=3)
+    plain = encode(comfy_in_process, sd15, latent, iterations=0)
+    assert len(exact.sigmas) == 26 and exact.t0 == 0.5 and exact.family == "sd15"
+    assert relative_error(exact.code, latent["samples"]) > 0.5, "x_t0 must be a noisy code, not the input"
+    exact_error = relative_error(decode(comfy_in_process, sd15, exact), latent["samples"])
+    plain_error = relative_error(decode(comfy_in_process, sd15, plain), latent["samples"])
+    assert exact_error <= 1e-3, exact_error
+    assert plain_error > 10 * exact_error, (plain_error, exact_error)
+
+
+def test_untrained_style_with_the_spn_off_decodes_to_the_reconstruction(comfy_in_process, sd15):
+    structure = encode(comfy_in_process, sd15, unit_latent(1), steps=20)
+    base = decode(comfy_in_process, sd15, structure)
+    untrained = copy.copy(sd15["style"])
+    untrained.lora = {k: torch.zeros_like(v) if k.endswith("lora_up.weight") else v for k, v in untrained.lora.items()}
+    assert any(p.abs().max() > 0 for p in untrained.spn.conv_out.parameters()), "the SPN must be live for this test"
+    off = decode(comfy_in_process, sd15, structure, osasis_style=untrained, spn_weight=0.0)
+    assert relative_error(off, base) <= 1e-5
+    assert relative_error(decode(comfy_in_process, sd15, structure, osasis_style=untrained), base) > 1e-4, \
+        "the trained SPN must change the output"
+    styled = decode(comfy_in_process, sd15, structure, osasis_style=sd15["style"])
+    assert relative_error(styled, base) > 1e-3, "the trained style file must change the output"
+    assert torch.isfinite(styled).all()
+
+
+def test_loader_shows_the_reference_and_the_training_schedule(sd15):
+    assert sd15["reference"].shape == (2, 128, 128, 3) and 0 <= sd15["reference"].min() < sd15["reference"].max() <= 1
+    assert "t0=0.5" in sd15["info"] and "10 normal steps" in sd15["info"] and "style_encoder" in sd15["info"]
+
+
+def test_mixing_and_prompt_steer_the_decode_and_inputs_stay_untouched(comfy_in_process, sd15):
+    structure = encode(comfy_in_process, sd15, unit_latent(2), steps=20)
+    code_before = structure.code.clone()
+    content_only = decode(comfy_in_process, sd15, structure)
+    mixes = {mix: decode(comfy_in_process, sd15, structure, z_style=sd15["z_style"], mix=mix) for mix in (0.0, 0.25, 1.0)}
+    assert torch.equal(mixes[0.0], content_only), "mix 0 is z_content everywhere"
+    assert relative_error(mixes[0.25], mixes[0.0]) > 1e-4 and relative_error(mixes[0.25], mixes[1.0]) > 1e-4
+    prompted = decode(comfy_in_process, sd15, structure, prompt=sd15["prompt"])
+    assert relative_error(prompted, content_only) > 1e-4
+    assert torch.equal(structure.code, code_before)
+    assert sd15["z_content"][0][0].shape == (1, 77, 768), "the prompt is concatenated to a copy, not in place"
+
+
+def test_structural_encode_stops_on_comfyuis_interrupt(comfy_in_process, sd15):
+    import comfy.model_management
+    import comfy.utils
+    steps_seen = []
+
+    def hook(value, total, preview, node_id=None):
+        steps_seen.append(value)
+        if value == 3:
+            comfy.model_management.interrupt_current_processing(True)
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            encode(comfy_in_process, sd15, unit_latent(), steps=50)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+        comfy.model_management.interrupt_current_processing(False)
+    assert steps_seen == [1, 2, 3], "the inversion must stop at the step after the interrupt, not run its 25 steps"
+
+
+def test_bad_latents_conditioning_and_missing_encoders_name_the_fix(comfy_in_process, sd15):
+    with pytest.raises(ValueError, match="not a multiple of 8 .* multiple of 64 pixels"):
+        encode(comfy_in_process, sd15, {"samples": torch.zeros(1, 4, 12, 12)})
+    with pytest.raises(ValueError, match="4-channel image latents: encode the image with this checkpoint's VAE"):
+        encode(comfy_in_process, sd15, {"samples": torch.zeros(1, 16, 8, 8)})
+    structure = encode(comfy_in_process, sd15, unit_latent(), steps=10)
+    wide = [[torch.zeros(1, 77, 2048), {}]]
+    with pytest.raises(ValueError, match="z_style is 2048 wide but this MODEL attends to 768-wide contexts"):
+        decode(comfy_in_process, sd15, structure, z_style=wide)
+    short = [[torch.zeros(1, 154, 768), {}]]
+    with pytest.raises(ValueError, match="z_content has 77 tokens of width 768 but z_style has 154"):
+        decode(comfy_in_process, sd15, structure, z_style=short)
+    with pytest.raises(ValueError, match="needs a style_encoder .* or a clip_vision"):
+        node(comfy_in_process, "SemanticEncode")(image=torch.rand(1, 8, 8, 3), clip=sd15["clip"],
+                                                 template="a picture", placeholder="sks")
+
+
+def test_t0_outside_the_schedule_and_missing_or_corrupt_style_files_are_refused(comfy_in_process):
+    graph = api_workflows()["osasis-stylise-sd15"]
+    for t0 in (0.0, 1.5):
+        bad = copy.deepcopy(graph)
+        bad["8"]["inputs"]["t0"] = t0
+        with pytest.raises(PromptValidationError, match="t0"):
+            comfy_in_process.run(bad)
+    missing = copy.deepcopy(graph)
+    missing["9"]["inputs"]["style_name"] = "no-such-style.safetensors"
+    with pytest.raises(NodeExecutionError, match="no-such-style.safetensors is not in any models/osasis folder"):
+        comfy_in_process.run(missing)
+    folder = comfy_in_process.base_dir / "models" / "osasis"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    corrupt = copy.deepcopy(graph)
+    corrupt["9"]["inputs"]["style_name"] = "corrupt.safetensors"
+    with pytest.raises(NodeExecutionError, match="truncated or corrupt"):
+        comfy_in_process.run(corrupt)
+
+
+@pytest.mark.server
+def test_server_reports_a_corrupt_style_and_serves_the_next_prompt(comfy_server):
+    folder = comfy_server.base_dir / "models" / "osasis"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "broken.safetensors").write_bytes(b"\x00" * 64)
+    bad = copy.deepcopy(api_workflows()["osasis-stylise-sd15"])
+    bad["9"]["inputs"]["style_name"] = "broken.safetensors"
+    result = comfy_server.run(bad)
+    assert result.status == "error" and "truncated or corrupt" in result.error["exception_message"]
+    good = comfy_server.run(api_workflows()["osasis-stylise-sd15"])
+    assert good.status == "success" and good.images
+
+
+@pytest.mark.sdxl
+def test_sdxl_codes_are_exact_and_families_are_not_mixed(comfy_in_process, sd15):
+    sdxl = load(comfy_in_process, "sdxl")
+    latent = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3)) / 0.13025}
+    structure = encode(comfy_in_process, sdxl, latent, steps=20)
+    assert relative_error(decode(comfy_in_process, sdxl, structure), latent["samples"]) <= 1e-3
+    with pytest.raises(ValueError, match="The OSASIS style is for SD1.x but the MODEL is SDXL"):
+        decode(comfy_in_process, sdxl, structure, osasis_style=sd15["style"])
+    with pytest.raises(ValueError, match="The structural code is for SDXL but the MODEL is SD1.x"):
+        decode(comfy_in_process, sd15, structure)

@@ -1,0 +1,136 @@
+"""The OSASIS one-shot trainer: loss, trainer/node parity through the written file, resume, bad input."""
+import re
+import shutil
+import sys
+
+import pytest
+import torch
+
+from core.image_folder import DatasetError
+from core.osasis_style_file import load_osasis_style
+from devkit.example_inputs import content_image, style_reference
+from devkit.processes import kill_when_written
+from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
+from trainers.osasis import parse_args, train
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+PARITY_CONTENT = "stylesmith-osasis-parity-content.png"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("osasis-data")
+    style_reference(64, seed=4).save(root / "style.png")
+    (root / "content").mkdir()
+    content_image(64).save(root / "content" / "0.png")
+    return root
+
+
+def argv(checkpoint, images, encoder, out, *extra, steps=10):
+    return ["--checkpoint", str(checkpoint), "--style", str(images / "style.png"), "--content", str(images / "content"),
+            "--style-encoder", str(encoder), "--output-dir", str(out), "--resolution", "64", "--ddim-steps", "10",
+            "--steps", str(steps), "--sampler-steps", "3", "--sdedit-candidates", "2", "--save-dtype", "fp32",
+            "--no-resume", *extra]
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_models_dir):
+    return tiny_models_dir / "style_encoders" / DEFAULT_STYLE_ENCODERS["sd15"]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_checkpoint, images, encoder, tmp_path_factory):
+    return train(parse_args(argv(tiny_checkpoint("sd15"), images, encoder, tmp_path_factory.mktemp("osasis-run"))))
+
+
+def test_loss_falls_over_ten_iterations_and_pictures_are_written(trained):
+    total = [value for _, value in trained.history["total"]]
+    assert len(total) == 10
+    assert total[-1] < 0.99 * total[0], total
+    assert sum(total[-3:]) < sum(total[:3]), total
+    assert set(trained.history) == {"cross-domain", "in-domain", "reconstruction", "total"}
+    for picture in ("loss.png", "samples.png"):
+        assert (trained.style_path.parent / picture).stat().st_size > 1000
+
+
+def test_style_file_records_the_schedule_semantics_and_reference(trained):
+    style = load_osasis_style(trained.style_path)
+    assert (style.family, style.t0, style.steps, style.scheduler, style.spn_weight) == ("sd15", 0.5, 10, "normal", 0.1)
+    assert style.semantic["source"] == "style_encoder" and style.semantic["placeholder"] == "sks"
+    assert style.reference["photo"]["source"] == "sdedit" and style.reference["style"] == "style.png"
+    assert style.thumbnails["style"].shape == (128, 128, 3) and style.thumbnails["style"].dtype == torch.uint8
+    assert max(v.abs().max() for k, v in style.lora.items() if k.endswith("lora_up.weight")) > 0
+    assert style.spn.conv_out.weight.abs().max() > 0, "the SPN must have been trained"
+
+
+def test_the_decode_node_reproduces_the_trainers_stylised_latent(trained, images, comfy_in_process):
+    """Node graph from the image file (VAE encode, semantic encode, exact inversion, the written style file)
+    against the trainer's in-memory LoRA + SPN decode of the same image."""
+    from trainers.osasis import stylise
+    shutil.copyfile(images / "content" / "0.png", comfy_in_process.base_dir / "input" / PARITY_CONTENT)
+    folder = comfy_in_process.base_dir / "models" / "osasis"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(trained.style_path, folder / "parity.safetensors")
+    template = {"template": "a picture in the style of sks", "placeholder": "sks"}
+    graph = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "stylesmith-tiny-sd15.safetensors"}},
+        "2": {"class_type": "StyleSmithStyleEncoderLoader", "inputs": {"encoder_name": DEFAULT_STYLE_ENCODERS["sd15"]}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": PARITY_CONTENT}},
+        "4": {"class_type": "VAEEncode", "inputs": {"pixels": ["3", 0], "vae": ["1", 2]}},
+        "5": {"class_type": "StyleSmithOsasisSemanticEncode",
+              "inputs": {"image": ["3", 0], "clip": ["1", 1], "style_encoder": ["2", 0], **template}},
+        "6": {"class_type": "StyleSmithOsasisStructuralEncode",
+              "inputs": {"model": ["1", 0], "latent": ["4", 0], "z_content": ["5", 0], "t0": 0.5, "steps": 10,
+                         "scheduler": "normal", "inversion_iterations": 3}},
+        "7": {"class_type": "StyleSmithOsasisStyleLoader", "inputs": {"style_name": "parity.safetensors"}},
+        "8": {"class_type": "StyleSmithOsasisDecode",
+              "inputs": {"model": ["1", 0], "structure": ["6", 0], "z_content": ["5", 0], "mix": 0.0,
+                         "spn_weight": 0.1, "lora_strength": 1.0, "osasis_style": ["7", 0]}},
+    }
+    out = comfy_in_process.run(graph, outputs_of=("8",))
+    node_latent = out["8"][0]["samples"]
+    diffusion = trained.diffusion
+    ours = stylise(diffusion, trained.lora, trained.spn, trained.content, trained.sigmas, trained.timesteps, 0.1)
+    ours = diffusion.unet.latent_format.process_out(ours).cpu()
+    trained.lora.detach()
+    base = diffusion.unet.latent_format.process_out(trained.content.clean).cpu()
+    assert ((ours - base).norm() / base.norm()).item() > 1e-2, "the style must move the latent"
+    assert ((node_latent - ours).norm() / ours.norm()).item() <= 1e-4
+
+
+def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, images, encoder, tmp_path):
+    interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
+    command = [sys.executable, "-m", "trainers.osasis",
+               *argv(tiny_checkpoint("sd15"), images, encoder, interrupted, steps=200)[:-1], "--save-every", "2"]
+    kill_when_written(command, interrupted / "checkpoint.pt")
+    saved = torch.load(interrupted / "checkpoint.pt", weights_only=True)["step"]
+    assert 2 <= saved < 6
+    resumed = train(parse_args(argv(tiny_checkpoint("sd15"), images, encoder, interrupted, steps=6)[:-1]
+                               + ["--save-every", "2"]))
+    resumed.lora.detach()
+    uninterrupted = train(parse_args(argv(tiny_checkpoint("sd15"), images, encoder, straight, steps=6)))
+    uninterrupted.lora.detach()
+    a, b = load_osasis_style(resumed.style_path), load_osasis_style(uninterrupted.style_path)
+    assert a.lora.keys() == b.lora.keys()
+    assert max((a.lora[k] - b.lora[k]).abs().max().item() for k in a.lora) <= 1e-6
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.spn.state_dict().values(), b.spn.state_dict().values()))
+    assert not list(interrupted.glob(".*partial"))
+
+
+def test_bad_training_input_names_the_problem(tiny_checkpoint, images, encoder, tmp_path, capsys):
+    good = argv(tiny_checkpoint("sd15"), images, encoder, tmp_path / "out")
+    with pytest.raises(DatasetError, match="The style image .*missing.png does not exist"):
+        train(parse_args(good + ["--style", str(tmp_path / "missing.png")]))
+    (tmp_path / "not-an-image.png").write_bytes(b"plain text")
+    with pytest.raises(DatasetError, match="cannot be read as an image"):
+        train(parse_args(good + ["--style", str(tmp_path / "not-an-image.png")]))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="content images folder .* has no usable image"):
+        train(parse_args(good + ["--content", str(tmp_path / "empty")]))
+    without_encoder = [a for a in good if a not in ("--style-encoder", str(encoder))]
+    for bad, message in ((good + ["--t0", "0"], r"--t0 must be in \(0, 1\]"), (good + ["--t0", "1.2"], "--t0 must be in"),
+                         (good + ["--sdedit-strength", "0"], "--sdedit-strength must be in"),
+                         (without_encoder, "the CLIP losses need an image encoder: pass --clip-vision")):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+        assert re.search(message, capsys.readouterr().err), message
