@@ -38,11 +38,3 @@ def reconstruction_loss(encode: Encode, reconstruction, style, lpips: Callable |
         loss = loss + lpips_weight * lpips(reconstruction, style).mean()
     return loss
 
-
-def osasis_loss(encode: Encode, stylised_content, content, style, style_photo, reconstruction,
-                lpips: Callable | None = None, cross_weight: float = 1.0, in_weight: float = 0.5) -> dict[str, torch.Tensor]:
-    parts = {"cross-domain": cross_domain_loss(encode, stylised_content, content, style, style_photo),
-             "in-domain": in_domain_loss(encode, stylised_content, content, style, style_photo),
-             "reconstruction": reconstruction_loss(encode, reconstruction, style, lpips)}
-    parts["total"] = cross_weight * parts["cross-domain"] + in_weight * parts["in-domain"] + parts["reconstruction"]
-    return parts

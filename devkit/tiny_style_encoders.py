@@ -15,12 +15,13 @@ DEFAULT_STYLE_ENCODERS = {family: f"stylesmith-tiny-style-encoder-{family}.safet
 AUTHORS_NORMALISATION = (0.5, 0.5, 0.5)
 
 
-def build_style_encoder(family: str, seed: int, n_tokens: int = 8) -> StyleEncoder:
-    tiny = backbone_config(TINY_VIT)
+def build_style_encoder(family: str, seed: int, n_tokens: int = 8, architecture: str = TINY_VIT) -> StyleEncoder:
+    """A random encoder on `architecture` (any open_clip name; full-size ones serve the benchmarks)."""
+    backbone = backbone_config(architecture)
     config = StyleEncoderConfig(
-        family=family, architecture=TINY_VIT, backbone_config=tiny,
+        family=family, architecture=architecture, backbone_config=backbone,
         heads=dict(TEXT_ENCODER_WIDTHS[family]), n_tokens=n_tokens,
-        preprocess=Preprocess(size=tiny["vision_cfg"]["image_size"], mean=AUTHORS_NORMALISATION,
+        preprocess=Preprocess(size=backbone["vision_cfg"]["image_size"], mean=AUTHORS_NORMALISATION,
                               std=AUTHORS_NORMALISATION),
         training={"stage": "random-init", "seed": seed})
     with torch.random.fork_rng(devices=[]):
@@ -33,5 +34,5 @@ def build_style_encoder(family: str, seed: int, n_tokens: int = 8) -> StyleEncod
     return encoder.eval()
 
 
-def build_style_encoder_file(path, family: str, seed: int) -> None:
-    save_style_encoder(build_style_encoder(family, seed), path)
+def build_style_encoder_file(path, family: str, seed: int, architecture: str = TINY_VIT) -> None:
+    save_style_encoder(build_style_encoder(family, seed, architecture=architecture), path)

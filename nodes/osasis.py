@@ -39,6 +39,13 @@ def check_context(name: str, conditioning: list, model) -> None:
                              f"{name} with this checkpoint's CLIP.")
 
 
+def check_batch(name: str, conditioning: list, batch: int) -> None:
+    for cond, _ in conditioning:
+        if cond.shape[0] not in (1, batch):
+            raise ValueError(f"{name} holds {cond.shape[0]} codes but the latent batch has {batch} images: give one "
+                             f"code for all, or one per image (encode the same images in the same order).")
+
+
 def concat_prompt(conditioning: list, prompt: list | None) -> list:
     """Append the prompt's tokens to every entry's context (as ConditioningConcat does)."""
     if not prompt:
@@ -114,6 +121,7 @@ class OsasisStructuralEncode(io.ComfyNode):
             raise ValueError(f"The latent is {samples.shape[-1]}x{samples.shape[-2]}, not a multiple of 8 (the UNet "
                              "halves it three times): scale or crop the image to a multiple of 64 pixels first.")
         check_context("z_content", z_content, model)
+        check_batch("z_content", z_content, samples.shape[0])
         sigmas = sub_schedule(bridge.model_sigmas(model, scheduler, steps), t0).float()
         code = bridge.run_step_rule(
             model, lambda x, s, eps, report: ddim_invert(x, s, eps, inversion_iterations, callback=report),
@@ -189,6 +197,7 @@ class OsasisDecode(io.ComfyNode):
         for name, conditioning in (("z_content", z_content), ("z_style", z_style), ("prompt", prompt)):
             if conditioning:
                 check_context(name, conditioning, model)
+                check_batch(name, conditioning, structure.code.shape[0])
         spn, clean, timesteps = None, None, None
         if osasis_style is not None:
             check_family("The OSASIS style", osasis_style.family, model)

@@ -134,3 +134,15 @@ def test_bad_training_input_names_the_problem(tiny_checkpoint, images, encoder, 
         with pytest.raises(SystemExit):
             parse_args(bad)
         assert re.search(message, capsys.readouterr().err), message
+
+
+@pytest.mark.sdxl
+def test_sdxl_style_trains_and_loads_for_sdxl_only(tiny_checkpoint, tiny_models_dir, images, tmp_path):
+    encoder = tiny_models_dir / "style_encoders" / DEFAULT_STYLE_ENCODERS["sdxl"]
+    result = train(parse_args(argv(tiny_checkpoint("sdxl"), images, encoder, tmp_path, steps=2)))
+    result.lora.detach()
+    style = load_osasis_style(result.style_path)
+    assert style.family == "sdxl"
+    assert any(k.startswith("lora_unet_input_blocks_") for k in style.lora), "SDXL LoRAs use LDM block names"
+    assert all(torch.isfinite(v).all() for v in style.lora.values())
+    assert len(result.history["total"]) == 2

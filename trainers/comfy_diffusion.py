@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from core.checkpoint_family import family_of_comfy_model
+from core.checkpoint_family import checkpoint_family, family_of_comfy_model
 
 
 class ComfyDiffusion:
@@ -16,9 +16,7 @@ class ComfyDiffusion:
         import comfy.model_management
         import comfy.sd
         checkpoint = Path(checkpoint)
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"Checkpoint {checkpoint} does not exist: pass the path of your SD1.5 or SDXL "
-                                    ".safetensors file with --checkpoint.")
+        checkpoint_family(checkpoint)   # missing, pickled or not SD1.x / SDXL: a clear error before ComfyUI reads it
         self.model, self.clip, self.vae, _ = comfy.sd.load_checkpoint_guess_config(
             str(checkpoint), output_vae=True, output_clip=True)
         if self.clip is None or self.vae is None:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from core.clip_losses import osasis_loss
+from core.clip_losses import cross_domain_loss, in_domain_loss, reconstruction_loss
 from core.ddim import ddim_invert, ddim_step, sub_schedule
 from core.image_folder import load_image_file, load_image_folder
 from core.image_preprocess import preprocess
@@ -200,7 +200,12 @@ def stack_inputs(inputs: list[dict]) -> dict:
 
 
 class OsasisStep(nn.Module):
-    """The trainable LoRA and SPN, and the losses of one reverse step."""
+    """The trainable LoRA and SPN, and one reverse step with its losses.
+
+    Content and style codes run as two passes, each followed by its own backward: their losses do not
+    mix (the directional terms need the content, the reconstruction the style), so the gradients are the
+    same as in one pass while the activations held for backward are halved.
+    """
 
     def __init__(self, diffusion, lora: LoRASet, spn: StructurePreservingNetwork, encode, lpips, images: Images, args):
         super().__init__()
@@ -212,17 +217,24 @@ class OsasisStep(nn.Module):
         self.style, self.photo = resize(images.style).to(diffusion.device), resize(images.photo).to(diffusion.device)
         self.content = resize(images.content).to(diffusion.device)
 
-    def forward(self, x: torch.Tensor, clean: torch.Tensor, inputs: dict, content_index: torch.Tensor,
-                sigma_a: float, sigma_b: float, timestep: torch.Tensor):
-        """x stacks the content codes and, last, the style code; returns (x at sigma_b, losses)."""
+    def _decoded_x0(self, x, clean, inputs, sigma_a: float, sigma_b: float, timestep):
         x = add_structure(x, self.spn, clean, timestep, self.args.spn_weight)
         x_next, x0 = ddim_step(x, sigma_a, sigma_b, lambda x_in, s: self.diffusion.eps(x_in, s, inputs))
-        decoded = self.diffusion.decode_latents(x0, self.args.loss_resolution)
-        n = content_index.shape[0]
-        losses = osasis_loss(self.encode, decoded[:n], self.content[content_index], self.style.expand(n, -1, -1, -1),
-                             self.photo.expand(n, -1, -1, -1), decoded[n:], self.lpips, cross_weight=self.args.cross_weight,
-                             in_weight=self.args.in_weight)
-        return x_next, losses
+        return x_next, self.diffusion.decode_latents(x0, self.args.loss_resolution)
+
+    def content_step(self, x, clean, inputs, content_index: torch.Tensor, sigma_a: float, sigma_b: float, timestep):
+        """(x at sigma_b, weighted loss, parts) for content codes x."""
+        x_next, stylised = self._decoded_x0(x, clean, inputs, sigma_a, sigma_b, timestep)
+        n = x.shape[0]
+        fixed = (self.content[content_index], self.style.expand(n, -1, -1, -1), self.photo.expand(n, -1, -1, -1))
+        parts = {"cross-domain": cross_domain_loss(self.encode, stylised, *fixed),
+                 "in-domain": in_domain_loss(self.encode, stylised, *fixed)}
+        return x_next, self.args.cross_weight * parts["cross-domain"] + self.args.in_weight * parts["in-domain"], parts
+
+    def style_step(self, x, clean, inputs, sigma_a: float, sigma_b: float, timestep):
+        """(x at sigma_b, reconstruction loss) for the style code x."""
+        x_next, reconstruction = self._decoded_x0(x, clean, inputs, sigma_a, sigma_b, timestep)
+        return x_next, reconstruction_loss(self.encode, reconstruction, self.style, self.lpips)
 
 
 @dataclass
@@ -315,20 +327,25 @@ def train(args) -> TrainResult:
     for iteration in progress:
         generator = common.step_generator(args.seed, iteration, world.rank)
         picked = torch.randint(0, content.code.shape[0], (args.batch_size,), generator=generator)
-        x = torch.cat([content.code[picked], style.code])
-        clean = torch.cat([content.clean[picked], style.clean])
-        inputs = stack_inputs([content.inputs[i] for i in picked.tolist()] + style.inputs)
+        x_content, x_style = content.code[picked], style.code
+        inputs = stack_inputs([content.inputs[i] for i in picked.tolist()])
         totals = {}
         for k in range(len(sigmas) - 1):
+            sigma_a, sigma_b, t = float(sigmas[k]), float(sigmas[k + 1]), timesteps[k]
             with common.autocast(args.precision, world.device):
-                x_next, losses = step_module(x, clean, inputs, picked.to(world.device), float(sigmas[k]),
-                                             float(sigmas[k + 1]), timesteps[k])
-            losses["total"].backward()
+                x_content, content_loss, parts = step_module.content_step(
+                    x_content, content.clean[picked], inputs, picked.to(world.device), sigma_a, sigma_b, t)
+            content_loss.backward()
+            with common.autocast(args.precision, world.device):
+                x_style, parts["reconstruction"] = step_module.style_step(x_style, style.clean, style.inputs[0],
+                                                                          sigma_a, sigma_b, t)
+            parts["reconstruction"].backward()
             common.average_gradients(list(lora.parameters()) + list(spn.parameters()), world)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            x = x_next.detach()
-            for name, value in losses.items():
+            x_content, x_style = x_content.detach(), x_style.detach()
+            parts["total"] = content_loss + parts["reconstruction"]
+            for name, value in parts.items():
                 totals[name] = totals.get(name, 0.0) + value.item() / (len(sigmas) - 1)
         for name, value in totals.items():
             history.setdefault(name, []).append((iteration + 1, value))
