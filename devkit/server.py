@@ -155,9 +155,15 @@ class ComfyServer:
     def object_info(self) -> dict:
         return self.get_json("/object_info", timeout=60)
 
-    def queue(self, prompt: dict) -> tuple[str | None, dict | None]:
-        """POST /prompt. Returns (prompt_id, None), or (None, validation error body) on HTTP 400."""
-        body = json.dumps({"prompt": prompt, "client_id": uuid.uuid4().hex}).encode()
+    def queue(self, prompt: dict, workflow: dict | None = None) -> tuple[str | None, dict | None]:
+        """POST /prompt. Returns (prompt_id, None), or (None, validation error body) on HTTP 400.
+
+        With `workflow` (UI format), saved images carry it, as when the frontend queues a graph.
+        """
+        request = {"prompt": prompt, "client_id": uuid.uuid4().hex}
+        if workflow is not None:
+            request["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
+        body = json.dumps(request).encode()
         try:
             return json.loads(self._request("/prompt", data=body))["prompt_id"], None
         except urllib.error.HTTPError as e:
@@ -183,12 +189,12 @@ class ComfyServer:
         png = self._request(f"/view?{query}")
         return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32) / 255.0
 
-    def run(self, prompt: dict, timeout: float = 600) -> PromptResult:
+    def run(self, prompt: dict, timeout: float = 600, workflow: dict | None = None) -> PromptResult:
         """Queue a prompt, wait, and return its outputs with saved images as arrays.
 
         Validation failures and execution errors come back as data (status "error"), not exceptions.
         """
-        prompt_id, invalid = self.queue(prompt)
+        prompt_id, invalid = self.queue(prompt, workflow)
         if invalid is not None:
             return PromptResult(prompt_id="", status="error", outputs={}, error=invalid)
         entry = self.wait(prompt_id, timeout)

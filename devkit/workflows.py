@@ -4,9 +4,8 @@
 `workflows/<name>.json` (UI format, drag-and-drop, listed in ComfyUI's Templates menu) is
 generated from it with the host's /object_info, so the two never drift:
 
-    python -m devkit.workflows --write      # regenerate every UI twin (starts a host)
+    python -m devkit.generate      # regenerates every UI twin (and the other generated files)
 """
-import argparse
 import json
 
 from . import paths
@@ -155,23 +154,12 @@ def check_ui_workflow(ui: dict, object_info: dict) -> list[str]:
     return problems
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--write", action="store_true", help="regenerate workflows/<name>.json from workflows/api/")
-    return p.parse_args(argv)
-
-
-def main(args) -> None:
-    from .server import ComfyServer
-    if not args.write:
-        raise SystemExit("nothing to do: pass --write")
-    with ComfyServer(paths.base_dir()) as server:
-        object_info = server.object_info()
+def generate(server) -> list:
+    """Write every UI twin from its API source, with the running host's /object_info."""
+    object_info = server.object_info()
+    written = []
     for name, api in api_workflows().items():
         out = WORKFLOWS_DIR / f"{name}.json"
         out.write_text(json.dumps(api_to_ui(api, object_info), indent=1) + "\n")
-        print(f"wrote {out}")
-
-
-if __name__ == "__main__":
-    main(parse_args())
+        written.append(out)
+    return written

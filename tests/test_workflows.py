@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from devkit.workflow_pngs import PNG_DIR, embedded_graphs
 from devkit.workflows import api_to_ui, api_workflows, check_ui_workflow, ui_workflows
 
 pytestmark = pytest.mark.server
@@ -23,7 +24,7 @@ def test_ui_workflow_uses_known_nodes_and_consistent_links(name, object_info):
 def test_ui_workflow_is_generated_from_its_api_twin(name, object_info):
     expected = api_to_ui(api_workflows()[name], object_info)
     assert ui_workflows()[name] == json.loads(json.dumps(expected)), \
-        f"workflows/{name}.json is stale: run python -m devkit.workflows --write"
+        f"workflows/{name}.json is stale: run python -m devkit.generate"
 
 
 def test_check_ui_workflow_catches_a_broken_link(object_info):
@@ -44,3 +45,11 @@ def test_api_workflow_runs_and_writes_finite_images(name, comfy_server):
         assert path.is_file()
         assert image.ndim == 3 and image.shape[2] == 3
         assert np.isfinite(image).all()
+
+
+@pytest.mark.parametrize("name", sorted(api_workflows()))
+def test_workflow_png_carries_exactly_the_bundled_graph(name):
+    ui, prompt = embedded_graphs(PNG_DIR / f"{name}.png")
+    assert ui == ui_workflows()[name], f"workflows/png/{name}.png is stale: run python -m devkit.generate"
+    executed = {node_id: {k: v for k, v in node.items() if k != "is_changed"} for node_id, node in prompt.items()}
+    assert executed == api_workflows()[name], "the PNG's prompt is the API twin (ComfyUI adds only is_changed)"

@@ -1,0 +1,253 @@
+"""The bad-input sweep: every node and trainer, each bad input a row; each error names the problem and the fix.
+
+Three tables: graphs queued on the real server (after them the server serves a good prompt), node calls
+on the in-process host, and trainer command lines (which leave no half-written file). Odd but valid
+images (RGBA, gray, 1 px, very large) are accepted, not refused.
+"""
+import copy
+import json
+import pickle
+import shutil
+
+import pytest
+import torch
+
+from devkit.tiny_loras import DEFAULT_LORAS
+from devkit.tiny_models import TINY_CHECKPOINTS
+from devkit.tiny_osasis_styles import DEFAULT_OSASIS_STYLES
+from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
+from devkit.workflows import api_workflows
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+SD15_ENCODER, SD15_LORA = DEFAULT_STYLE_ENCODERS["sd15"], next(iter(DEFAULT_LORAS))
+
+
+def edit(workflow: str, node: str, **inputs):
+    def make():
+        api = copy.deepcopy(api_workflows()[workflow])
+        api[node]["inputs"].update(inputs)
+        return api
+    return make
+
+
+def tiny_content():
+    """The stylise workflow on its content image scaled down to 8 x 8 pixels."""
+    api = copy.deepcopy(api_workflows()["osasis-stylise-sd15"])
+    api["13"] = {"class_type": "ImageScale", "inputs": {"image": ["3", 0], "upscale_method": "nearest-exact",
+                                                        "width": 8, "height": 8, "crop": "disabled"}}
+    api["5"]["inputs"]["pixels"] = ["13", 0]
+    return api
+
+
+SERVER_CASES = {
+    "pickled style encoder": (edit("style-tokens-sd15", "2", encoder_name="pickled.pt"),
+                              "refuses to load it because loading a pickle can run code. Save the style encoder as .safetensors"),
+    "truncated style encoder": (edit("style-tokens-sd15", "2", encoder_name="truncated.safetensors"),
+                                "truncated or corrupt. Download or export it again"),
+    "missing style encoder": (edit("style-tokens-sd15", "2", encoder_name="gone.safetensors"),
+                              "gone.safetensors is not in any models/style_encoders folder"),
+    "LoRA file that is a style encoder": (edit("styleforge-sd15", "2", lora_name="not-a-lora.safetensors"),
+                                          "holds no LoRA weights (no lora_down/lora_up tensors): pick a LoRA file"),
+    "unknown component in a template": (edit("styleforge-sd15", "3", template="a cat, {nope}"),
+                                        "The template names ['nope'], but this LoRA's components are"),
+    "LoRA strength out of range": (edit("styleforge-sd15", "2", strength_model=50.0), "bigger than max of 10.0"),
+    "zero sampler steps": (edit("styleforge-sd15", "7", steps=0), "smaller than min of 1"),
+    "t0 of zero": (edit("osasis-stylise-sd15", "8", t0=0.0), "Value 0.0 smaller than min of 0.01"),
+    "t0 above one": (edit("osasis-stylise-sd15", "8", t0=1.5), "Value 1.5 bigger than max of 1.0"),
+    "zero inversion schedule steps": (edit("osasis-stylise-sd15", "8", steps=0), "Value 0 smaller than min of 1"),
+    "mix out of range": (edit("osasis-stylise-sd15", "10", mix=2.0), "Value 2.0 bigger than max of 1.0"),
+    "truncated OSASIS style": (edit("osasis-stylise-sd15", "9", style_name="truncated.safetensors"),
+                               "truncated or corrupt"),
+    "LoRA given as an OSASIS style": (edit("osasis-stylise-sd15", "9", style_name="a-lora.safetensors"),
+                                      "is not an OSASIS style (styleforge_lora). OSASIS styles come from"),
+    "content image of 8x8 pixels (a 1x1 latent)": (tiny_content, "is 1x1, not a multiple of 8 (the UNet halves it "
+                                                                  "three times): scale or crop"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_files_on_server(comfy_server, tiny_models_dir):
+    models = comfy_server.base_dir / "models"
+    for folder in ("style_encoders", "loras", "osasis"):
+        (models / folder).mkdir(parents=True, exist_ok=True)
+    encoder = (tiny_models_dir / "style_encoders" / SD15_ENCODER).read_bytes()
+    (models / "style_encoders" / "pickled.pt").write_bytes(pickle.dumps({"weights": [1, 2]}))
+    (models / "style_encoders" / "truncated.safetensors").write_bytes(encoder[: len(encoder) // 2])
+    (models / "loras" / "not-a-lora.safetensors").write_bytes(encoder)
+    style = (tiny_models_dir / "osasis" / DEFAULT_OSASIS_STYLES["sd15"]).read_bytes()
+    (models / "osasis" / "truncated.safetensors").write_bytes(style[:1000])
+    shutil.copyfile(tiny_models_dir / "loras" / SD15_LORA, models / "osasis" / "a-lora.safetensors")
+    return comfy_server
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("case", sorted(SERVER_CASES))
+def test_server_names_the_problem_and_stays_up(case, bad_files_on_server):
+    make, message = SERVER_CASES[case]
+    result = bad_files_on_server.run(make())
+    assert result.status == "error", f"{case}: the prompt did not fail"
+    assert message in json.dumps(result.error).replace('\\"', '"'), result.error
+    assert bad_files_on_server.process.poll() is None, "the server died"
+
+
+@pytest.mark.server
+def test_server_serves_good_prompts_after_the_bad_ones(bad_files_on_server):
+    for name in ("style-tokens-sd15", "osasis-stylise-sd15"):
+        result = bad_files_on_server.run(api_workflows()[name])
+        assert result.status == "success" and result.images, name
+
+
+# ---- node calls on the in-process host --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sd15(comfy_in_process):
+    out = comfy_in_process.run({
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_CHECKPOINTS["sd15"]}},
+        "2": {"class_type": "StyleSmithStyleEncoderLoader", "inputs": {"encoder_name": SD15_ENCODER}},
+        "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 2}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a house", "clip": ["1", 1]}},
+    }, outputs_of=("1", "2", "3", "4"))
+    return {"model": out["1"][0], "clip": out["1"][1], "encoder": out["2"][0], "latent": out["3"][0],
+            "cond": out["4"][0]}
+
+
+def call(host, node: str, **inputs):
+    with torch.inference_mode():
+        return host.node_classes[f"StyleSmith{node}"].execute(**inputs).result
+
+
+def structure(host, s):
+    return call(host, "OsasisStructuralEncode", model=s["model"], latent=s["latent"], z_content=s["cond"], t0=0.5,
+                steps=4, scheduler="normal", inversion_iterations=0)[0]
+
+
+def decode(host, s, **inputs):
+    return call(host, "OsasisDecode", model=s["model"], structure=structure(host, s), z_content=s["cond"], mix=0.5,
+                spn_weight=0.1, lora_strength=1.0, **inputs)
+
+
+def tokens(host, s, image):
+    return call(host, "ImageToStyleTokens", style_encoder=s["encoder"], image=image, batch_mode="per image")
+
+
+NODE_CASES = {
+    "NaN image": (lambda h, s: tokens(h, s, torch.full((1, 16, 16, 3), float("nan"))), "NaN or inf values"),
+    "inf image": (lambda h, s: tokens(h, s, torch.full((1, 16, 16, 3), float("inf"))), "NaN or inf values"),
+    "empty image batch": (lambda h, s: tokens(h, s, torch.zeros(0, 16, 16, 3)), "The IMAGE batch is empty"),
+    "five-channel image": (lambda h, s: tokens(h, s, torch.zeros(1, 16, 16, 5)),
+                           "An IMAGE with 5 channels cannot be read as a picture"),
+    "concat without a style": (lambda h, s: call(h, "ConcatStyle", conditioning=s["cond"], strength=1.0),
+                               "exactly one style"),
+    "embedding name escaping the folder": (lambda h, s: call(h, "SaveStyleEmbedding", style_tokens=tokens(
+        h, s, torch.rand(1, 16, 16, 3))[0], name="../escape"), "not a usable embedding name"),
+    "semantic encode without an encoder": (lambda h, s: call(
+        h, "OsasisSemanticEncode", image=torch.rand(1, 16, 16, 3), clip=s["clip"], template="a", placeholder="sks"),
+        "needs a style_encoder (Load Style Encoder) or a clip_vision"),
+    "latent not a multiple of 8": (lambda h, s: structure(h, dict(s, latent={"samples": torch.zeros(1, 4, 12, 12)})),
+                                   "not a multiple of 8"),
+    "latent of another model (16 channels)": (lambda h, s: structure(h, dict(s, latent={
+        "samples": torch.zeros(1, 16, 8, 8)})), "works on 4-channel image latents: encode the image with this"),
+    "SDXL-wide z_style on SD1.5": (lambda h, s: decode(h, s, z_style=[[torch.zeros(1, 77, 2048), {}]]),
+                                   "z_style is 2048 wide but this MODEL attends to 768-wide contexts"),
+    "z_content batch of 3 for 2 latents": (lambda h, s: decode(h, dict(s, cond=[[torch.zeros(3, 77, 768), {}]])),
+                                           "z_content holds 3 codes but the latent batch has 2"),
+    "z_style token count unlike z_content": (lambda h, s: decode(h, s, z_style=[[torch.zeros(1, 154, 768), {}]]),
+                                             "z_content has 77 tokens of width 768 but z_style has 154"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NODE_CASES))
+def test_node_names_the_problem(case, comfy_in_process, sd15):
+    run, message = NODE_CASES[case]
+    with pytest.raises(ValueError) as raised:
+        run(comfy_in_process, sd15)
+    assert message in str(raised.value)
+
+
+ODD_IMAGES = {"RGBA": torch.rand(1, 20, 30, 4), "grayscale": torch.rand(1, 30, 20, 1), "1 px": torch.rand(1, 1, 1, 3),
+              "very large": torch.rand(1, 2048, 1536, 3)}
+
+
+@pytest.mark.parametrize("kind", sorted(ODD_IMAGES))
+def test_odd_images_are_read_not_refused(kind, comfy_in_process, sd15):
+    style = tokens(comfy_in_process, sd15, ODD_IMAGES[kind])[0]
+    assert style.tokens["clip_l"].shape == (1, 8, 768) and torch.isfinite(style.tokens["clip_l"]).all()
+    (z_sem, _), = call(comfy_in_process, "OsasisSemanticEncode", image=ODD_IMAGES[kind], clip=sd15["clip"],
+                       style_encoder=sd15["encoder"], template="a picture in the style of sks", placeholder="sks")[0]
+    assert z_sem.shape == (1, 77, 768)
+
+
+# ---- trainer command lines --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tiny_models_dir):
+    root = tmp_path_factory.mktemp("bad-trainer-input")
+    from devkit.example_inputs import content_image, style_reference
+    (root / "empty").mkdir()
+    (root / "empty" / "notes.txt").write_text("no images")
+    (root / "images").mkdir()
+    for i in range(2):
+        style_reference(64, seed=i).save(root / "images" / f"{i}.png")
+    style_reference(64).save(root / "style.png")
+    content_image(64).save(root / "content.png")
+    (root / "broken.png").write_bytes(b"not an image")
+    (root / "model.ckpt.safetensors").write_bytes(pickle.dumps({"state_dict": {}}))
+    return {"root": root, "checkpoint": tiny_models_dir / "checkpoints" / TINY_CHECKPOINTS["sd15"],
+            "encoder": tiny_models_dir / "style_encoders" / SD15_ENCODER}
+
+
+def styleforge(f, out, *extra):
+    return ["styleforge", "--checkpoint", str(f["checkpoint"]), "--styleref", str(f["root"] / "images"), "--aux",
+            str(f["root"] / "images"), "--output-dir", str(out), "--resolution", "64", "--steps", "1",
+            "--sample-steps", "0", *extra]
+
+
+def osasis(f, out, *extra):
+    return ["osasis", "--checkpoint", str(f["checkpoint"]), "--style", str(f["root"] / "style.png"), "--content",
+            str(f["root"] / "images"), "--style-encoder", str(f["encoder"]), "--output-dir", str(out),
+            "--resolution", "64", "--ddim-steps", "4", "--steps", "1", "--sampler-steps", "1",
+            "--sdedit-candidates", "1", *extra]
+
+
+TRAINER_CASES = {
+    "StyleForge: folder without images": (lambda f, o: styleforge(f, o, "--styleref", str(f["root"] / "empty")),
+                                          "has no usable image (no file ending in"),
+    "StyleForge: pickled checkpoint": (lambda f, o: styleforge(f, o, "--checkpoint", str(f["root"] / "model.ckpt.safetensors")),
+                                       "is not a readable safetensors file"),
+    "StyleForge: a style encoder as checkpoint": (lambda f, o: styleforge(f, o, "--checkpoint", str(f["encoder"])),
+                                                  "is neither an SD1.x nor an SDXL checkpoint"),
+    "StyleForge: missing checkpoint": (lambda f, o: styleforge(f, o, "--checkpoint", str(f["root"] / "nope.safetensors")),
+                                       "does not exist: pass the path of a .safetensors file"),
+    "StyleForge: resolution not a multiple of 8": (lambda f, o: styleforge(f, o, "--resolution", "30"),
+                                                   "--resolution must be a multiple of 8"),
+    "StyleForge: zero steps": (lambda f, o: styleforge(f, o, "--steps", "0"), "--steps must be at least 1"),
+    "OSASIS: t0 above one": (lambda f, o: osasis(f, o, "--t0", "1.5"), "--t0 must be in (0, 1]"),
+    "OSASIS: no image encoder for the losses": (lambda f, o: [a for a in osasis(f, o) if a not in (
+        "--style-encoder", str(f["encoder"]))], "the CLIP losses need an image encoder: pass --clip-vision"),
+    "OSASIS: missing style image": (lambda f, o: osasis(f, o, "--style", str(f["root"] / "nope.png")),
+                                    "does not exist: pass the path of an image file"),
+    "OSASIS: broken style image": (lambda f, o: osasis(f, o, "--style", str(f["root"] / "broken.png")),
+                                   "cannot be read as an image"),
+    "OSASIS: negative learning rate": (lambda f, o: osasis(f, o, "--lr", "-1"), "--lr must be positive"),
+    "style tokens stage 1: missing manifest": (lambda f, o: [
+        "style_tokens_stage1", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "nope.jsonl"),
+        "--output-dir", str(o)], "does not exist"),
+    "style tokens stage 2: holdout above one": (lambda f, o: [
+        "style_tokens_stage2", "--data", str(f["root"] / "images"), "--tokens", str(o), "--output-dir", str(o),
+        "--holdout", "2"], "--holdout must be between 0 and 1"),
+    "style tokens stage 3: resolution not a multiple of 8": (lambda f, o: [
+        "style_tokens_stage3", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "images"),
+        "--encoder", str(f["encoder"]), "--output-dir", str(o), "--resolution", "30"],
+        "--resolution must be a multiple of 8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAINER_CASES))
+def test_trainer_names_the_problem_and_leaves_no_partial_file(case, files, tmp_path, capsys):
+    import importlib
+    make, message = TRAINER_CASES[case]
+    trainer, *argv = make(files, tmp_path / "out")
+    module = importlib.import_module(f"trainers.{trainer}")
+    with pytest.raises((SystemExit, ValueError, FileNotFoundError)) as raised:
+        module.main(module.parse_args(argv))
+    text = capsys.readouterr().err if raised.type is SystemExit else str(raised.value)
+    assert message in text, text
+    assert not list(tmp_path.rglob("*.partial")) and not list(tmp_path.rglob(".*.partial"))

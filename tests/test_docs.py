@@ -1,0 +1,31 @@
+"""docs/nodes.md is generated from the node schemas; every node is documented there and in the README."""
+import pytest
+
+from devkit.node_docs import NODES_DOC, nodes_markdown, stylesmith_nodes
+from devkit.paths import REPO_ROOT
+
+pytestmark = pytest.mark.server
+
+
+def test_nodes_doc_is_current(object_info):
+    assert NODES_DOC.read_text() == nodes_markdown(object_info), \
+        "docs/nodes.md is stale: run python -m devkit.generate"
+
+
+def test_every_node_has_a_section_with_its_inputs_and_outputs(object_info):
+    doc = NODES_DOC.read_text()
+    nodes = stylesmith_nodes(object_info)
+    assert len(nodes) >= 11
+    for name, info in nodes.items():
+        assert f"(`{name}`)" in doc
+        section = doc.split(f"(`{name}`)", 1)[1].split("\n### ", 1)[0]
+        for kind in ("required", "optional"):
+            for input_name in info["input"].get(kind, {}):
+                assert f"`{input_name}`" in section, f"{name}.{input_name} missing from docs/nodes.md"
+        assert section.count("| output |") == len(info["output"])
+
+
+def test_readme_names_every_node(object_info):
+    readme = (REPO_ROOT / "README.md").read_text()
+    missing = [info["display_name"] for info in stylesmith_nodes(object_info).values() if info["display_name"] not in readme]
+    assert not missing, f"README.md does not mention {missing}"
