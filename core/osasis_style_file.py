@@ -18,7 +18,12 @@ from pathlib import Path
 
 import torch
 
-from .safe_files import WeightFileError, read_safetensors, write_safetensors_atomic
+from .safe_files import (
+    WeightFileError,
+    check_format,
+    read_safetensors,
+    write_safetensors_atomic,
+)
 from .spn import StructurePreservingNetwork
 
 FORMAT = "osasis_style"
@@ -66,13 +71,8 @@ def load_osasis_style(path) -> OsasisStyle:
     """Read an OSASIS style file; the SPN comes back in fp32, on the CPU, in eval mode."""
     path = Path(path)
     tensors, metadata = read_safetensors(path, WHAT)
-    if metadata.get("stylesmith.format") != FORMAT:
-        found = metadata.get("stylesmith.format", "no StyleSmith format tag")
-        raise WeightFileError(f"{path.name} is not an OSASIS style ({found}). OSASIS styles come from "
-                              "`python -m trainers.osasis`; put them in models/osasis.")
-    if metadata.get("stylesmith.format_version") != FORMAT_VERSION:
-        raise WeightFileError(f"{path.name} is OSASIS style format version {metadata.get('stylesmith.format_version')}"
-                              f"; this StyleSmith reads version {FORMAT_VERSION}. Update StyleSmith.")
+    check_format(metadata, path, FORMAT, FORMAT_VERSION, "an OSASIS style",
+                 "OSASIS styles come from `python -m trainers.osasis`; put them in models/osasis.")
     spn = StructurePreservingNetwork(**json.loads(metadata["stylesmith.spn_config"]))
     own = {k[len(SPN_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(SPN_PREFIX)}
     expected = spn.state_dict()

@@ -39,6 +39,16 @@ def read_safetensors(path, what: str) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, metadata
 
 
+def check_format(metadata: dict, path: Path, fmt: str, version: str, what: str, origin: str) -> None:
+    """Refuse a file that is not StyleSmith format `fmt` at `version`; `origin` says where such files come from."""
+    if metadata.get("stylesmith.format") != fmt:
+        found = metadata.get("stylesmith.format", "no StyleSmith format tag")
+        raise WeightFileError(f"{path.name} is not {what} ({found}). {origin}")
+    if metadata.get("stylesmith.format_version") != version:
+        raise WeightFileError(f"{path.name} is {what} format version {metadata.get('stylesmith.format_version')}; "
+                              f"this StyleSmith reads version {version}. Update StyleSmith.")
+
+
 def _safetensors_head(head: bytes) -> bool:
     """A safetensors file starts with its JSON header's length (u64, little-endian) and then `{`.
 

@@ -13,9 +13,13 @@ Format `stylesmith.style_encoder`, version 1 (documented in docs/formats.md):
 import json
 from pathlib import Path
 
-
 from .image_preprocess import Preprocess
-from .safe_files import WeightFileError, read_safetensors, write_safetensors_atomic
+from .safe_files import (
+    WeightFileError,
+    check_format,
+    read_safetensors,
+    write_safetensors_atomic,
+)
 from .style_encoder import StyleEncoder, StyleEncoderConfig
 
 FORMAT = "style_encoder"
@@ -39,13 +43,8 @@ def save_style_encoder(encoder: StyleEncoder, path) -> None:
 
 
 def read_config(metadata: dict, path: Path) -> StyleEncoderConfig:
-    if metadata.get("stylesmith.format") != FORMAT:
-        found = metadata.get("stylesmith.format", "no StyleSmith format tag")
-        raise WeightFileError(f"{path.name} is not a StyleSmith style encoder ({found}). Style encoders come from "
-                              "the style-token trainers; put them in models/style_encoders.")
-    if metadata.get("stylesmith.format_version") != FORMAT_VERSION:
-        raise WeightFileError(f"{path.name} is style-encoder format version {metadata.get('stylesmith.format_version')}"
-                              f"; this StyleSmith reads version {FORMAT_VERSION}. Update StyleSmith.")
+    check_format(metadata, path, FORMAT, FORMAT_VERSION, "a StyleSmith style encoder",
+                 "Style encoders come from the style-token trainers; put them in models/style_encoders.")
     return StyleEncoderConfig(
         family=metadata["stylesmith.family"], architecture=metadata["stylesmith.architecture"],
         backbone_config=json.loads(metadata["stylesmith.backbone_config"]),
