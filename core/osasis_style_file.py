@@ -18,12 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .safe_files import (
-    WeightFileError,
-    check_format,
-    read_safetensors,
-    write_safetensors_atomic,
-)
+from .safe_files import WeightFileError, check_format, read_safetensors, write_safetensors_atomic
 from .spn import StructurePreservingNetwork
 
 FORMAT = "osasis_style"

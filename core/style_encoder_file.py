@@ -14,12 +14,7 @@ import json
 from pathlib import Path
 
 from .image_preprocess import Preprocess
-from .safe_files import (
-    WeightFileError,
-    check_format,
-    read_safetensors,
-    write_safetensors_atomic,
-)
+from .safe_files import WeightFileError, check_format, read_safetensors, write_safetensors_atomic
 from .style_encoder import StyleEncoder, StyleEncoderConfig
 
 FORMAT = "style_encoder"
