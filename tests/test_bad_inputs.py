@@ -56,6 +56,8 @@ SERVER_CASES = {
     "t0 above one": (edit("osasis-stylise-sd15", "8", t0=1.5), "Value 1.5 bigger than max of 1.0"),
     "zero inversion schedule steps": (edit("osasis-stylise-sd15", "8", steps=0), "Value 0 smaller than min of 1"),
     "mix out of range": (edit("osasis-stylise-sd15", "10", mix=2.0), "Value 2.0 bigger than max of 1.0"),
+    "missing OSASIS style": (edit("osasis-stylise-sd15", "9", style_name="gone.safetensors"),
+                             "gone.safetensors is not in any models/osasis folder"),
     "truncated OSASIS style": (edit("osasis-stylise-sd15", "9", style_name="truncated.safetensors"),
                                "truncated or corrupt"),
     "LoRA given as an OSASIS style": (edit("osasis-stylise-sd15", "9", style_name="a-lora.safetensors"),
