@@ -68,12 +68,9 @@ def timed(run, repeats: int) -> float:
 
 
 def sampling_comparison(args, checkpoint: Path, work: Path) -> dict:
-    from trainers.comfy_host import import_comfy
-    base = paths.make_base_dir(work / "base")
-    import_comfy(base_directory=base, cpu=not args.gpu)
     from devkit.in_process import InProcessHost
-    config = work / "models.yaml"
-    config.write_text(f"bench:\n  checkpoints: {checkpoint.parent}\n")
+    base = paths.make_base_dir(work / "base")
+    config = paths.write_extra_model_paths(work / "models.yaml", {"checkpoints": checkpoint.parent})
     host = InProcessHost(base, config, cpu=not args.gpu)
     content_image(args.resolution).save(base / "input" / CONTENT_IMAGE)
     out = host.run({

@@ -39,9 +39,8 @@ def parse_args(argv=None):
 def prepare_models(work: Path, full_size: bool) -> tuple[Path, str, str]:
     """An extra_model_paths.yaml and the checkpoint / encoder names the graphs load."""
     if not full_size:
-        config = work / "models.yaml"
-        config.write_text(f"tiny:\n  base_path: {paths.models_dir()}\n  checkpoints: checkpoints\n"
-                          "  style_encoders: style_encoders\n")
+        config = paths.write_extra_model_paths(work / "models.yaml", {
+            kind: paths.models_dir() / kind for kind in ("checkpoints", "style_encoders")})
         return config, "stylesmith-tiny-sd15.safetensors", "stylesmith-tiny-style-encoder-sd15.safetensors"
     from core.clip_backbones import backbone_config
     from core.image_preprocess import Preprocess
@@ -56,8 +55,8 @@ def prepare_models(work: Path, full_size: bool) -> tuple[Path, str, str]:
         backbone_config=backbone_config(architecture), heads={"clip_l": 768},
         preprocess=Preprocess(224, (0.5,) * 3, (0.5,) * 3)))
     save_style_encoder(encoder, models / "style_encoders" / "full-vit-l.safetensors")
-    config = work / "models.yaml"
-    config.write_text(f"full:\n  base_path: {models}\n  checkpoints: checkpoints\n  style_encoders: style_encoders\n")
+    config = paths.write_extra_model_paths(work / "models.yaml", {
+        kind: models / kind for kind in ("checkpoints", "style_encoders")})
     return config, "full-sd15.safetensors", "full-vit-l.safetensors"
 
 

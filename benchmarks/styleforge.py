@@ -51,12 +51,9 @@ def styleforge_worker(args) -> float:
 
 
 def trainlora_worker(args) -> float:
-    from trainers.comfy_host import import_comfy
-    base = paths.make_base_dir(args.work / f"base-{args.worker_steps}")
-    import_comfy(base_directory=base, cpu=not args.gpu)
     from devkit.in_process import InProcessHost
-    config = args.work / "models.yaml"
-    config.write_text(f"bench:\n  checkpoints: {args.checkpoint.parent}\n")
+    base = paths.make_base_dir(args.work / f"base-{args.worker_steps}")
+    config = paths.write_extra_model_paths(args.work / "models.yaml", {"checkpoints": args.checkpoint.parent})
     host = InProcessHost(base, config, cpu=not args.gpu)
     graph = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": args.checkpoint.name}},

@@ -67,6 +67,16 @@ def write_safetensors_atomic(tensors: dict, path, metadata: dict[str, str]) -> N
     os.replace(tmp, path)
 
 
+def copy_atomic(source, path) -> None:
+    """Copy a file so that `path` is either absent, the old file or the whole new one, never half of it."""
+    import shutil
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, path)
+
+
 def file_sha256(path) -> str:
     """sha256 of a file, read in 16 MiB blocks (checkpoints are gigabytes)."""
     import hashlib

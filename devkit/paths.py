@@ -4,6 +4,7 @@ Everything lives under the state folder ($STYLESMITH_HOME, default `<repo>/.styl
 the venv, the ComfyUI host (unless $COMFYUI_PATH names another) and the base directory
 whose custom_nodes/ holds this pack and whose models/ holds the tiny default models.
 """
+import json
 import os
 from pathlib import Path
 
@@ -29,6 +30,14 @@ def base_dir() -> Path:
 
 def models_dir() -> Path:
     return base_dir() / "models"
+
+
+def write_extra_model_paths(path: Path, folders: dict[str, Path]) -> Path:
+    """A ComfyUI extra_model_paths.yaml that adds each models folder kind (checkpoints, loras, ...) at the given
+    absolute path, after ComfyUI's own; as a user's file would."""
+    lines = ["stylesmith:"] + [f"  {kind}: {json.dumps(str(folder))}" for kind, folder in folders.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def make_base_dir(root: Path, pack_source: Path = REPO_ROOT) -> Path:

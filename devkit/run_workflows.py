@@ -33,13 +33,6 @@ def use_checkpoint(api: dict, family: str, file_name: str) -> dict:
     return api
 
 
-def write_extra_model_paths(checkpoint: Path) -> Path:
-    """A ComfyUI extra_model_paths.yaml that makes the user's checkpoint folder visible."""
-    config = paths.state_dir() / "user-checkpoint-paths.yaml"
-    config.write_text(f"stylesmith_user_checkpoint:\n  checkpoints: {json.dumps(str(checkpoint.parent))}\n")
-    return config
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, help="a real SD1.x or SDXL .safetensors checkpoint to run on")
@@ -60,7 +53,8 @@ def main(args) -> int:
     if args.checkpoint:
         checkpoint = args.checkpoint.resolve()
         family = checkpoint_family(checkpoint)
-        extra_paths = write_extra_model_paths(checkpoint)
+        extra_paths = paths.write_extra_model_paths(paths.state_dir() / "user-checkpoint-paths.yaml",
+                                                    {"checkpoints": checkpoint.parent})
     failures = 0
     with ComfyServer(paths.base_dir(), extra_args=(), extra_model_paths=extra_paths) as server:
         print(f"ComfyUI is up at {server.url} (log: {server.log_path})")

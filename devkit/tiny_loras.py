@@ -3,9 +3,10 @@
 Two optimiser steps on procedural images (`example_inputs`): enough to give every layer a non-zero
 update and to carry the trigger metadata, in seconds.
 """
-import shutil
 import tempfile
 from pathlib import Path
+
+from core.safe_files import copy_atomic
 
 from .example_inputs import content_image, style_reference
 
@@ -34,6 +35,4 @@ def build_styleforge_lora(path: Path, checkpoint: Path, components: list[tuple[s
             aux = _image_folder(work / name / "aux", lambda i: content_image(64).rotate(15 * i), 2)
             argv += ["--component", f"name={name},identifier={identifier},class={class_word},styleref={refs},aux={aux}"]
         result = train(parse_args(argv))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(result.lora_path, path.with_name(path.name + ".partial"))
-        path.with_name(path.name + ".partial").replace(path)
+        copy_atomic(result.lora_path, path)

@@ -3,9 +3,10 @@
 Two iterations on the procedural style reference and content image (`example_inputs`), with the
 tiny style encoder for z_sem and the losses: enough for a non-zero LoRA and SPN, in seconds.
 """
-import shutil
 import tempfile
 from pathlib import Path
+
+from core.safe_files import copy_atomic
 
 from .example_inputs import content_image, style_reference
 
@@ -27,6 +28,4 @@ def build_osasis_style(path: Path, checkpoint: Path, style_encoder: Path, seed: 
             "--steps", str(TRAINING["iterations"]), "--lr", str(TRAINING["lr"]), "--spn-lr", str(TRAINING["lr"]),
             "--sampler-steps", "4", "--sdedit-candidates", "2", "--save-dtype", "fp32", "--seed", str(seed),
             "--no-resume"]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(result.style_path, path.with_name(path.name + ".partial"))
-        path.with_name(path.name + ".partial").replace(path)
+        copy_atomic(result.style_path, path)

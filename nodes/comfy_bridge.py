@@ -52,6 +52,13 @@ def encode(clip, tokens: dict[str, list]) -> list:
     return clip.encode_from_tokens_scheduled(tokens)
 
 
+def append_tokens(conditioning: list, rows: torch.Tensor) -> list:
+    """CONDITIONING with `rows` (1 or batch, n, width) appended on the token axis of every entry, as
+    ConditioningConcat appends; the entries' options are copied, the inputs stay untouched."""
+    return [[torch.cat([cond, rows.to(cond).expand(cond.shape[0], -1, -1)], dim=1), dict(options)]
+            for cond, options in conditioning]
+
+
 # ---- LoRA ------------------------------------------------------------------------------------
 def apply_lora(model, clip, tensors: dict, strength_model: float, strength_clip: float):
     """Patch clones of MODEL and CLIP with a LoRA exactly as ComfyUI's LoraLoader does."""
@@ -78,9 +85,23 @@ def latent_to_model_space(model, samples: torch.Tensor) -> torch.Tensor:
     return model.get_model_object("latent_format").process_in(samples)
 
 
+def latent_channels(model) -> int:
+    return model.get_model_object("latent_format").latent_channels
+
+
 def unet_levels(model) -> int:
     """How many resolution levels the UNet has (len of its channel multipliers)."""
     return len(model.model.model_config.unet_config["channel_mult"])
+
+
+def context_width(model) -> int | None:
+    """The width of the cross-attention context the UNet attends to (768 for SD1.x, 2048 for SDXL)."""
+    return model.model.model_config.unet_config.get("context_dim")
+
+
+def clip_image_embeds(clip_vision, image) -> torch.Tensor:
+    """CLIP vision's projected image embeddings (batch, width) of an IMAGE batch."""
+    return clip_vision.encode_image(image).image_embeds
 
 
 def with_attn2_patch(model, patch):

@@ -32,7 +32,7 @@ def check_family(what: str, family: str, model) -> None:
 
 
 def check_context(name: str, conditioning: list, model) -> None:
-    width = model.model.model_config.unet_config.get("context_dim")
+    width = bridge.context_width(model)
     for cond, _ in conditioning:
         if width is not None and cond.shape[-1] != width:
             raise ValueError(f"{name} is {cond.shape[-1]} wide but this MODEL attends to {width}-wide contexts: make "
@@ -44,15 +44,6 @@ def check_batch(name: str, conditioning: list, batch: int) -> None:
         if cond.shape[0] not in (1, batch):
             raise ValueError(f"{name} holds {cond.shape[0]} codes but the latent batch has {batch} images: give one "
                              f"code for all, or one per image (encode the same images in the same order).")
-
-
-def concat_prompt(conditioning: list, prompt: list | None) -> list:
-    """Append the prompt's tokens to every entry's context (as ConditioningConcat does)."""
-    if not prompt:
-        return conditioning
-    extra = prompt[0][0]
-    return [[torch.cat([cond, extra.to(cond).expand(cond.shape[0], -1, -1)], dim=1), dict(options)]
-            for cond, options in conditioning]
 
 
 class OsasisStyleLoader(io.ComfyNode):
@@ -113,7 +104,7 @@ class OsasisStructuralEncode(io.ComfyNode):
     @classmethod
     def execute(cls, model, latent, z_content, t0, steps, scheduler, inversion_iterations):
         samples = latent["samples"]
-        channels = model.get_model_object("latent_format").latent_channels
+        channels = bridge.latent_channels(model)
         if samples.ndim != 4 or samples.shape[1] != channels:
             raise ValueError(f"The latent has shape {tuple(samples.shape)} but this MODEL works on {channels}-channel "
                              "image latents: encode the image with this checkpoint's VAE.")
@@ -157,7 +148,7 @@ class OsasisSemanticEncode(io.ComfyNode):
         if clip_vision is None:
             raise ValueError("OSASIS Semantic Encode needs a style_encoder (Load Style Encoder) or a clip_vision "
                              "(Load CLIP Vision) input: connect one.")
-        embeds = clip_vision.encode_image(image).image_embeds
+        embeds = bridge.clip_image_embeds(clip_vision, image)
         context = image_embedding_context(embeds.float(), sum(text_encoder_widths(clip).values()))
         return io.NodeOutput([[context, {}]])
 
@@ -205,10 +196,10 @@ class OsasisDecode(io.ComfyNode):
             spn = osasis_style.spn
             clean = bridge.latent_to_model_space(model, structure.clean)
             timesteps = bridge.model_timesteps(model, structure.sigmas)
-        positive = concat_prompt(z_content, prompt)
+        positive = bridge.append_tokens(z_content, prompt[0][0]) if prompt else z_content
         if z_style is not None and mix > 0:
-            model = mixed_model(model, concat_prompt(z_style, prompt)[0][0], positive[0][0], mix,
-                                structure.code.shape[-2:])
+            style = bridge.append_tokens(z_style, prompt[0][0]) if prompt else z_style
+            model = mixed_model(model, style[0][0], positive[0][0], mix, structure.code.shape[-2:])
         samples = bridge.run_step_rule(
             model, lambda x, s, eps, report: osasis_decode(x, s, eps, spn, clean, timesteps, spn_weight, report),
             structure.sigmas, positive, structure.code)

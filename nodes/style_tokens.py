@@ -148,17 +148,14 @@ class ConcatStyle(io.ComfyNode):
                 raise ValueError("style_tokens need the clip input too: connect the checkpoint's CLIP.")
             style_conditioning = encode_with_style(clip, "", style_tokens, "")
         style = style_conditioning[0][0] * strength
-        out = []
-        for cond, extra in conditioning:
+        for cond, _ in conditioning:
             if cond.shape[-1] != style.shape[-1]:
                 raise ValueError(f"Token width mismatch: the conditioning is {cond.shape[-1]} wide, the style "
                                  f"{style.shape[-1]}. Both must come from the same checkpoint family.")
             if style.shape[0] not in (1, cond.shape[0]):
                 raise ValueError(f"The style has {style.shape[0]} entries and the conditioning {cond.shape[0]}; "
                                  "use one style (batch_mode 'average') or as many as the conditioning.")
-            appended = style.to(cond).expand(cond.shape[0], -1, -1)
-            out.append([torch.cat([cond, appended], dim=1), dict(extra)])
-        return io.NodeOutput(out)
+        return io.NodeOutput(bridge.append_tokens(conditioning, style))
 
 
 class SaveStyleEmbedding(io.ComfyNode):

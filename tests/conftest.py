@@ -41,13 +41,14 @@ def tiny_models_dir() -> Path:
     return models
 
 
+MODEL_FOLDERS = ("checkpoints", "style_encoders", "loras", "osasis")
+
+
 @pytest.fixture(scope="session")
 def extra_model_paths(tmp_path_factory, tiny_models_dir) -> Path:
     """An extra_model_paths.yaml that shows the host the tiny models, as a user's would."""
-    config = tmp_path_factory.mktemp("config") / "extra_model_paths.yaml"
-    config.write_text(f"stylesmith_tiny:\n  base_path: {tiny_models_dir}\n  checkpoints: checkpoints\n"
-                      "  style_encoders: style_encoders\n  loras: loras\n  osasis: osasis\n")
-    return config
+    return paths.write_extra_model_paths(tmp_path_factory.mktemp("config") / "extra_model_paths.yaml",
+                                         {kind: tiny_models_dir / kind for kind in MODEL_FOLDERS})
 
 
 @pytest.fixture(scope="session")

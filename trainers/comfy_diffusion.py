@@ -80,23 +80,6 @@ class ComfyDiffusion:
         sigma = sigma.to(x).expand(x.shape[0])
         return (x - self.unet.apply_model(x, sigma, **inputs)) / sigma.view(-1, 1, 1, 1)
 
-    @torch.no_grad()
-    def img2img(self, images: torch.Tensor, prompt: str, negative: str, denoise: float, steps: int, seed: int,
-                cfg: float = 7.0) -> torch.Tensor:
-        """SDEdit with ComfyUI's own sampler (euler, normal): noise the images to `denoise`, then denoise."""
-        import comfy.sample
-        cond, pooled = self.encode_prompt(prompt)
-        ncond, npooled = self.encode_prompt(negative)
-        out = []
-        for i in range(images.shape[0]):
-            latent = self.vae.encode(images[i:i + 1])
-            noise = comfy.sample.prepare_noise(latent, seed + i)
-            samples = comfy.sample.sample(self.model, noise, steps, cfg, "euler", "normal",
-                                          [[cond, {"pooled_output": pooled}]], [[ncond, {"pooled_output": npooled}]],
-                                          latent, denoise=denoise, seed=seed + i, disable_pbar=True)
-            out.append(self.vae.decode(samples).float().cpu())
-        return torch.cat(out)
-
     def model_inputs(self, cond: torch.Tensor, pooled: torch.Tensor, latents: torch.Tensor) -> dict:
         """The UNet's conditioning kwargs as ComfyUI's sampler builds them (SDXL adds the `y` vector)."""
         height, width = latents.shape[-2] * 8, latents.shape[-1] * 8
@@ -133,17 +116,29 @@ class ComfyDiffusion:
     def sample_conditioned(self, conditions: list[tuple[torch.Tensor, torch.Tensor]], negative: str, size: int,
                            steps: int, seed: int, cfg: float = 7.0) -> torch.Tensor:
         """Preview images for (cond, pooled) pairs with ComfyUI's own sampler (euler, normal schedule)."""
+        empty = torch.zeros(1, self.unet.latent_format.latent_channels, size // 8, size // 8)
+        unconditional = self.encode_prompt(negative)
+        return torch.cat([self._sample_image(c, unconditional, empty, steps, seed + i, cfg)
+                          for i, c in enumerate(conditions)])
+
+    @torch.no_grad()
+    def img2img(self, images: torch.Tensor, prompt: str, negative: str, denoise: float, steps: int, seed: int,
+                cfg: float = 7.0) -> torch.Tensor:
+        """SDEdit with ComfyUI's own sampler: noise the images to `denoise`, then denoise with the prompt."""
+        positive, unconditional = self.encode_prompt(prompt), self.encode_prompt(negative)
+        return torch.cat([self._sample_image(positive, unconditional, self.vae.encode(images[i:i + 1]), steps, seed + i,
+                                             cfg, denoise) for i in range(images.shape[0])])
+
+    def _sample_image(self, positive: tuple, negative: tuple, latent: torch.Tensor, steps: int, seed: int, cfg: float,
+                      denoise: float = 1.0) -> torch.Tensor:
+        """One image (1, H, W, 3) by euler on the normal schedule from a VAE-space latent; (cond, pooled) pairs."""
         import comfy.sample
-        ncond, npooled = self.encode_prompt(negative)
-        images = []
-        for i, (cond, pooled) in enumerate(conditions):
-            latent = torch.zeros(1, self.unet.latent_format.latent_channels, size // 8, size // 8)
-            noise = comfy.sample.prepare_noise(latent, seed + i)
-            samples = comfy.sample.sample(self.model, noise, steps, cfg, "euler", "normal",
-                                          [[cond, {"pooled_output": pooled}]], [[ncond, {"pooled_output": npooled}]],
-                                          latent, seed=seed + i, disable_pbar=True)
-            images.append(self.vae.decode(samples).float().cpu())
-        return torch.cat(images)
+        samples = comfy.sample.sample(self.model, comfy.sample.prepare_noise(latent, seed), steps, cfg, "euler", "normal",
+                                      [[positive[0], {"pooled_output": positive[1]}]],
+                                      [[negative[0], {"pooled_output": negative[1]}]],
+                                      latent, denoise=denoise, seed=seed, disable_pbar=True)
+        return self.vae.decode(samples).float().cpu()
+
 
 def encode_prompt_with_style(diffusion: ComfyDiffusion, text: str, vectors: dict[str, torch.Tensor],
                              placeholder: str) -> tuple[torch.Tensor, torch.Tensor]:

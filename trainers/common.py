@@ -85,14 +85,17 @@ def init_distributed(device_flag: str | None) -> Distributed:
     return Distributed(rank=rank, world_size=world_size, device=device)
 
 
-def average_gradients(parameters, world: Distributed) -> None:
-    """Data parallelism by hand: each rank's gradient becomes the mean over ranks (what DDP's reducer does)."""
-    if world.world_size == 1:
-        return
-    for p in parameters:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= world.world_size
+def optimiser_step(optimizer: torch.optim.Optimizer, world: Distributed) -> None:
+    """One data-parallel optimiser step: each rank's gradient of every optimised parameter becomes the mean
+    over ranks (what DDP's reducer does), then the step, then the gradients are cleared."""
+    if world.world_size > 1:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= world.world_size
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def autocast(precision: str, device: torch.device):

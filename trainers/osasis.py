@@ -199,6 +199,12 @@ def stack_inputs(inputs: list[dict]) -> dict:
     return {k: torch.cat([d[k] for d in inputs]) for k in inputs[0]}
 
 
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """IMAGE batch (N, H, W, 3) -> (N, size, size, 3), bilinear with antialiasing."""
+    return torch.nn.functional.interpolate(images.permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
+                                           align_corners=False, antialias=True).permute(0, 2, 3, 1)
+
+
 class OsasisStep(nn.Module):
     """The trainable LoRA and SPN, and one reverse step with its losses.
 
@@ -211,11 +217,9 @@ class OsasisStep(nn.Module):
         super().__init__()
         self.lora, self.spn = lora, spn
         self.diffusion, self.encode, self.lpips, self.args = diffusion, encode, lpips, args
-        size = args.loss_resolution
-        resize = lambda x: torch.nn.functional.interpolate(x.permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
-                                                          align_corners=False, antialias=True).permute(0, 2, 3, 1)
-        self.style, self.photo = resize(images.style).to(diffusion.device), resize(images.photo).to(diffusion.device)
-        self.content = resize(images.content).to(diffusion.device)
+        size, device = args.loss_resolution, diffusion.device
+        self.style, self.photo = resize_images(images.style, size).to(device), resize_images(images.photo, size).to(device)
+        self.content = resize_images(images.content, size).to(device)
 
     def _decoded_x0(self, x, clean, inputs, sigma_a: float, sigma_b: float, timestep):
         x = add_structure(x, self.spn, clean, timestep, self.args.spn_weight)
@@ -303,9 +307,7 @@ def train(args) -> TrainResult:
     checkpoint_hash = file_sha256(args.checkpoint) if world.is_main else ""
     semantic = ({"source": "style_encoder", "file": args.style_encoder.name, "template": args.template,
                  "placeholder": args.placeholder} if style_encoder else {"source": "prompt", "prompt": args.prompt})
-    thumbnails = {name: (torch.nn.functional.interpolate(image.permute(0, 3, 1, 2), size=(THUMBNAIL, THUMBNAIL),
-                                                         mode="bilinear", antialias=True)[0].permute(1, 2, 0)
-                         .clamp(0, 1) * 255).round().to(torch.uint8)
+    thumbnails = {name: (resize_images(image, THUMBNAIL)[0].clamp(0, 1) * 255).round().to(torch.uint8)
                   for name, image in (("style", images.style), ("photo", images.photo))}
 
     def save(step: int) -> None:
@@ -340,9 +342,7 @@ def train(args) -> TrainResult:
                 x_style, parts["reconstruction"] = step_module.style_step(x_style, style.clean, style.inputs[0],
                                                                           sigma_a, sigma_b, t)
             parts["reconstruction"].backward()
-            common.average_gradients(list(lora.parameters()) + list(spn.parameters()), world)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            common.optimiser_step(optimizer, world)
             x_content, x_style = x_content.detach(), x_style.detach()
             parts["total"] = content_loss + parts["reconstruction"]
             for name, value in parts.items():

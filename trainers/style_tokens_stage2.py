@@ -179,9 +179,7 @@ def train(args) -> dict:
                 loss = loss + args.contrastive_weight * contrastive
                 history.setdefault("contrastive", []).append((step + 1, contrastive.item()))
         loss.backward()
-        common.average_gradients(encoder.parameters(), world)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        common.optimiser_step(optimizer, world)
         history.setdefault("token MSE", []).append((step + 1, mse.item()))
         if world.is_main and ((step + 1) % args.save_every == 0 or step + 1 == steps):
             common.save_training_state(args, config, stateful, step + 1, history)

@@ -103,10 +103,8 @@ def train(args) -> None:
             loss = style_loss(diffusion, encoder, pixels[batch], latents[batch], [examples[i].caption for i in batch],
                               args.placeholder, generator)
         loss.backward()
-        common.average_gradients(encoder.parameters(), world)
-        optimizer.step()
+        common.optimiser_step(optimizer, world)
         schedule.step()
-        optimizer.zero_grad(set_to_none=True)
         history.setdefault("diffusion loss", []).append((step + 1, loss.item()))
         if world.is_main and ((step + 1) % args.save_every == 0 or step + 1 == steps):
             common.save_training_state(args, config, stateful, step + 1, history)

@@ -249,9 +249,7 @@ def train(args) -> TrainResult:
             with common.autocast(args.precision, world.device):
                 loss, parts = loss_module(generator)
             (loss / args.grad_accum).backward()
-        common.average_gradients(loras.parameters(), world)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        common.optimiser_step(optimizer, world)
         for name, value in parts.items():
             history.setdefault(name, []).append((step + 1, value))
         progress.set_postfix(loss=f"{loss.item():.4f}")
