@@ -104,13 +104,12 @@ def main(args) -> None:
 
 
 def run_benchmark(args, work: Path) -> None:
-    from trainers.comfy_host import import_comfy
+    from comfy_adapter.host import import_comfy
     from devkit.in_process import InProcessHost
     base = paths.make_base_dir(work / "base")
-    import_comfy(base_directory=base, cpu=not args.gpu)
+    mm = import_comfy(base_directory=base, cpu=not args.gpu)
     config, checkpoint, encoder = prepare_models(work, args.full_size)
     host = InProcessHost(base, config, cpu=not args.gpu)
-    import comfy.model_management as mm
     plain, style = graphs(checkpoint, encoder, args.size, args.steps)
     host.run(with_seed(plain, 10_000), outputs_of=("9", "10"))
     rss_plain = peak_rss_mib()

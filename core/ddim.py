@@ -21,6 +21,12 @@ Eps = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, int], None]
 
 
+def eps_from_x0(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The noise prediction from an x0 prediction (ComfyUI's models return x0 for any prediction type):
+    x = x0 + sigma * eps, so eps = (x - x0) / sigma; `sigma` is one value per batch item."""
+    return (x - x0) / sigma.reshape(-1, *[1] * (x.ndim - 1))
+
+
 def sub_schedule(sigmas: Sequence[float] | torch.Tensor, t0: float) -> torch.Tensor:
     """The tail of a descending schedule (ending at 0) that starts at fraction t0 of it (0 < t0 <= 1)."""
     if not 0 < t0 <= 1:

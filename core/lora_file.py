@@ -13,14 +13,11 @@ from pathlib import Path
 
 import torch
 
+from .families import FAMILIES, family_of_context_width, get_family
 from .safe_files import WeightFileError, read_safetensors, write_safetensors_atomic
 
 FORMAT = "styleforge_lora"
 FORMAT_VERSION = "1"
-FAMILY_NAMES = {"sd15": "SD1.x", "sdxl": "SDXL"}
-MODELSPEC_ARCHITECTURE = {"sd15": "stable-diffusion-v1/lora", "sdxl": "stable-diffusion-xl-v1-base/lora"}
-KOHYA_BASE_VERSION = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}
-CROSS_ATTENTION_WIDTH = {768: "sd15", 2048: "sdxl"}
 
 
 @dataclass
@@ -44,33 +41,37 @@ class LoraInfo:
 def write_lora(tensors: dict[str, torch.Tensor], path, family: str, components: list[Component],
                base_checkpoint: str, base_sha256: str, rank: int, alpha: float, training: dict) -> None:
     triggers = ", ".join(c.trigger for c in components)
+    spec = get_family(family)
     metadata = {
         "stylesmith.format": FORMAT, "stylesmith.format_version": FORMAT_VERSION, "stylesmith.family": family,
         "stylesmith.components": json.dumps([{"name": c.name, "identifier": c.identifier, "class_word": c.class_word,
                                               "trigger": c.trigger} for c in components]),
         "stylesmith.base_checkpoint": base_checkpoint, "stylesmith.base_checkpoint_sha256": base_sha256,
         "stylesmith.training": json.dumps(training, sort_keys=True),
-        "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": MODELSPEC_ARCHITECTURE[family],
+        "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": spec.modelspec_architecture,
         "modelspec.implementation": "https://github.com/kohya-ss/sd-scripts", "modelspec.title": Path(path).stem,
         "modelspec.trigger_phrase": triggers,
         "ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": str(alpha),
-        "ss_base_model_version": KOHYA_BASE_VERSION[family], "ss_output_name": Path(path).stem,
+        "ss_base_model_version": spec.kohya_base_version, "ss_output_name": Path(path).stem,
     }
     write_safetensors_atomic(tensors, path, metadata)
 
 
 def family_from_tensors(tensors: dict[str, torch.Tensor]) -> str | None:
-    """SDXL files carry a second text encoder (lora_te2_); otherwise the cross-attention key width tells."""
-    if any(k.startswith("lora_te2_") for k in tensors):
-        return "sdxl"
+    """A family's last text-encoder prefix (SDXL's lora_te2_) tells; otherwise the cross-attention key width."""
+    for family in FAMILIES.values():
+        if len(family.kohya_text_encoder_prefixes) > 1 and any(
+                k.startswith(family.kohya_text_encoder_prefixes[-1]) for k in tensors):
+            return family.key
     for key, value in tensors.items():
         if "attn2" in key and "to_k" in key and key.endswith("lora_down.weight"):
-            return CROSS_ATTENTION_WIDTH.get(value.shape[1])
+            family = family_of_context_width(value.shape[1])
+            return family.key if family else None
     return None
 
 
 def _family_from_metadata(metadata: dict) -> str | None:
-    if metadata.get("stylesmith.family") in FAMILY_NAMES:
+    if metadata.get("stylesmith.family") in FAMILIES:
         return metadata["stylesmith.family"]
     architecture = metadata.get("modelspec.architecture", "") + metadata.get("ss_base_model_version", "")
     if "xl" in architecture.lower():

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .families import display_name, family_of_text_encoders
+
 Entry = tuple  # (token: int | torch.Tensor, weight: float, word_id: int)
 
 
@@ -135,25 +137,10 @@ def inject_into_prompt(tokenize, text: str, vectors: dict[str, torch.Tensor], pl
     return injected
 
 
-def text_encoder_widths(clip) -> dict[str, int]:
-    """{"clip_l": 768} for SD1.x, {"clip_g": 1280, "clip_l": 768} for SDXL, read off a loaded ComfyUI CLIP
-    (its tokenizers record the width of the embeddings they accept)."""
-    widths = {}
-    for key in clip.tokenize(""):
-        tokenizer = getattr(clip.tokenizer, f"clip_{key}", None)
-        if tokenizer is None or not hasattr(tokenizer, "embedding_size"):
-            raise ValueError(f"This CLIP has a text encoder '{key}' StyleSmith does not know; style tokens need an "
-                             "SD1.x or SDXL CLIP.")
-        widths[f"clip_{key}"] = int(tokenizer.embedding_size)
-    return widths
-
-
-FAMILY_BY_ENCODERS = {("clip_l",): "SD1.x", ("clip_g", "clip_l"): "SDXL"}
-
-
 def family_name(widths: dict[str, int]) -> str:
-    """"SD1.x" / "SDXL" from a CLIP's (or a style's) text-encoder names."""
-    return FAMILY_BY_ENCODERS.get(tuple(sorted(widths)), "+".join(sorted(widths)))
+    """"SD1.x" / "SDXL" from a CLIP's (or a style's) text encoders and widths."""
+    family = family_of_text_encoders(widths)
+    return family.display_name if family else "+".join(sorted(widths))
 
 
 def check_widths(style_widths: dict[str, int], clip_widths: dict[str, int], family: str) -> None:
@@ -164,6 +151,6 @@ def check_widths(style_widths: dict[str, int], clip_widths: dict[str, int], fami
     def describe(widths):
         return ", ".join(f"{k} {v}" for k, v in sorted(widths.items()))
     raise ValueError(
-        f"Token width mismatch: the style tokens are for {family} ({describe(style_widths)}) but the CLIP is "
+        f"Token width mismatch: the style tokens are for {display_name(family)} ({describe(style_widths)}) but the CLIP is "
         f"{family_name(clip_widths)} ({describe(clip_widths)}). Load a style encoder trained for "
         f"{family_name(clip_widths)}, or use the checkpoint family the encoder was trained for.")

@@ -7,8 +7,9 @@ import asyncio
 import uuid
 from pathlib import Path
 
+from comfy_adapter import versions
+from comfy_adapter.host import import_comfy
 from . import paths
-from trainers.comfy_host import import_comfy
 from .server import HostError
 
 
@@ -51,8 +52,7 @@ class InProcessHost:
         pack = self.base_dir / "custom_nodes" / paths.PACK_FOLDER_NAME
         if not asyncio.run(nodes.load_custom_node(str(pack), module_parent="custom_nodes")):
             raise HostError(f"ComfyUI could not import the pack at {pack}; see the log above.")
-        self.executor = execution.PromptExecutor(_SilentServer(), cache_type=execution.CacheType.CLASSIC,
-                                                 cache_args={"lru": 0, "ram": 0})
+        self.executor = versions.prompt_executor(execution, _SilentServer())
 
     @property
     def node_classes(self) -> dict:
@@ -73,8 +73,7 @@ class InProcessHost:
             raise NodeExecutionError({"exception_message": "execution failed without an error message"})
         results = {}
         for node_id in outputs_of:
-            entry = self.executor.caches.outputs.get(node_id)
-            results[node_id] = tuple(values[0] for values in entry.outputs)
+            results[node_id] = tuple(values[0] for values in versions.cached_outputs(self.executor, node_id))
         return results
 
     def _validate(self, prompt_id: str, prompt: dict, outputs_of: tuple) -> list:

@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from trainers.comfy_host import locate_comfyui
+from comfy_adapter.host import locate_comfyui
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACK_FOLDER_NAME = "ComfyUI-StyleSmith"
@@ -19,7 +19,7 @@ def state_dir() -> Path:
 
 
 def comfyui_dir() -> Path:
-    """The ComfyUI host: $COMFYUI_PATH, else the one scripts/setup.sh recorded (see trainers.comfy_host)."""
+    """The ComfyUI host: $COMFYUI_PATH, else the one scripts/setup.sh recorded (see comfy_adapter.host)."""
     return locate_comfyui()
 
 

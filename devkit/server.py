@@ -6,7 +6,6 @@ the log excerpt, because ComfyUI itself carries on and only logs `IMPORT FAILED`
 """
 import io
 import json
-import re
 import socket
 import subprocess
 import sys
@@ -21,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from comfy_adapter import versions
 from . import paths
 
 SERVER_FLAGS = ("--cpu", "--disable-auto-launch", "--disable-api-nodes")
-IMPORT_TIME_LINE = re.compile(r"^\s*([0-9.]+) seconds( \(IMPORT FAILED\))?: (.+)$")
 
 
 class HostError(RuntimeError):
@@ -124,9 +123,10 @@ class ComfyServer:
         """{pack path: (seconds, imported ok)} from ComfyUI's 'Import times for custom nodes' block."""
         found = {}
         for line in self.log_text().splitlines():
-            m = IMPORT_TIME_LINE.match(line)
-            if m and "custom_nodes" in m.group(3):
-                found[m.group(3).strip()] = (float(m.group(1)), m.group(2) is None)
+            entry = versions.import_time_entry(line)
+            if entry is not None and "custom_nodes" in entry[0]:
+                path, seconds, ok = entry
+                found[path] = (seconds, ok)
         return found
 
     def peak_rss_bytes(self) -> int:

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from comfy_adapter import versions
+from comfy_adapter.host import import_comfy
 from core.safe_files import file_sha256, write_safetensors_atomic
-from trainers.comfy_host import import_comfy
 
 BUILDER_VERSION = 3
 DEFAULT_SEED = 20261125
@@ -121,7 +122,7 @@ def build_state_dict(family: str, size: str, seed: int, text_encoder_dtype: torc
         vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(KL_VAE_CONFIG), embed_dim=4)
     init_weights_(vae, generator)
 
-    sd = model.state_dict_for_saving(clip_sd, vae.state_dict())
+    sd = versions.checkpoint_state_dict(model, clip_sd, vae.state_dict())
     half = {k: (v.to(torch.float16) if v.dtype == torch.float32 else v).contiguous() for k, v in sd.items()}
     return half, model_config
 

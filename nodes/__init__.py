@@ -2,7 +2,7 @@
 
 Each method's nodes live in their own module; the extension registers them all.
 """
-from comfy_api.latest import ComfyExtension
+from ..comfy_adapter.v3 import ComfyExtension
 
 from . import osasis, style_tokens, styleforge
 

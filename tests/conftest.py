@@ -18,7 +18,7 @@ from devkit import paths  # noqa: E402
 from devkit.server import ComfyServer  # noqa: E402
 from devkit.paths import make_base_dir  # noqa: E402
 from devkit.tiny_models import TINY_CHECKPOINTS  # noqa: E402
-from trainers.comfy_host import import_comfy, put_comfyui_on_path  # noqa: E402
+from comfy_adapter.host import import_comfy, put_comfyui_on_path  # noqa: E402
 
 put_comfyui_on_path()
 

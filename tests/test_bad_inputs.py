@@ -215,7 +215,7 @@ TRAINER_CASES = {
     "StyleForge: pickled checkpoint": (lambda f, o: styleforge(f, o, "--checkpoint", str(f["root"] / "model.ckpt.safetensors")),
                                        "is not a readable safetensors file"),
     "StyleForge: a style encoder as checkpoint": (lambda f, o: styleforge(f, o, "--checkpoint", str(f["encoder"])),
-                                                  "is neither an SD1.x nor an SDXL checkpoint"),
+                                                  "is not a checkpoint of a family StyleSmith serves (SD1.x and SDXL)"),
     "StyleForge: missing checkpoint": (lambda f, o: styleforge(f, o, "--checkpoint", str(f["root"] / "nope.safetensors")),
                                        "does not exist: pass the path of a .safetensors file"),
     "StyleForge: resolution not a multiple of 8": (lambda f, o: styleforge(f, o, "--resolution", "30"),

@@ -10,7 +10,7 @@ from devkit.example_inputs import content_image
 def model_eps(tiny_checkpoint):
     import numpy as np
     import comfy.samplers
-    from trainers.comfy_diffusion import ComfyDiffusion
+    from comfy_adapter.diffusion import ComfyDiffusion
     diffusion = ComfyDiffusion(tiny_checkpoint("sd15"), torch.device("cpu"))
     image = torch.from_numpy(np.asarray(content_image(64), dtype=np.float32) / 255.0)[None]
     # A real SD latent has unit scale after process_in; the random TAESD's is about 0.03, so it would

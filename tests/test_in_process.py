@@ -36,7 +36,7 @@ def test_in_process_graph_returns_node_outputs(comfy_in_process):
 PROBE = """
 import asyncio, json, sys, time
 sys.path.append(sys.argv[1])
-from trainers.comfy_host import import_comfy
+from comfy_adapter.host import import_comfy
 import_comfy(base_directory=sys.argv[2])
 import utils.extra_config, nodes
 asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))

@@ -8,10 +8,12 @@ import torch
 from devkit.example_inputs import STYLE_REFERENCE
 from devkit.in_process import NodeExecutionError
 from devkit.paths import comfyui_dir
+from devkit.tiny_loras import DEFAULT_LORAS
 from devkit.tiny_models import TINY_CHECKPOINTS
 from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
 from devkit.workflows import api_workflows
 
+DEFAULT_LORA = next(iter(DEFAULT_LORAS))
 PROMPT_BEFORE, PROMPT_AFTER = "a photo of a cat in the style of", ", at night"
 
 
@@ -119,10 +121,16 @@ def test_batch_modes_and_placeholder_free_prompts(comfy_in_process):
 def test_nodes_do_not_mutate_clip_or_conditioning(comfy_in_process, sd15):
     graph = style_graph("sd15")
     graph["6"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a red boat", "clip": ["1", 1]}}
-    conditioning = comfy_in_process.run(graph, outputs_of=("6",))["6"][0]
+    # A LoRA clone of the same CLIP encodes first, as in a full run where other tests patch this checkpoint: ComfyUI
+    # patches the weights all clones share in place, and restores them only when an unpatched clone loads.
+    graph["7"] = {"class_type": "StyleSmithStyleForgeLoraLoader", "inputs": {
+        "model": ["1", 0], "clip": ["1", 1], "lora_name": DEFAULT_LORA, "strength_model": 1.0, "strength_clip": 1.0}}
+    graph["8"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a red boat", "clip": ["7", 1]}}
+    conditioning = comfy_in_process.run(graph, outputs_of=("6", "8"))["6"][0]
     clip, tokens = sd15["clip"], sd15["tokens"]
     conditioning_before = copy.deepcopy(conditioning)
     tokens_before = {k: v.clone() for k, v in tokens.tokens.items()}
+    clip.load_model()   # the shared weights as this clone sees them, not as the LoRA clone left them
     clip_before = {k: v.clone() for k, v in clip.cond_stage_model.state_dict().items()}
     patches_before = dict(clip.patcher.patches)
     nodes = comfy_in_process.node_classes
@@ -134,6 +142,7 @@ def test_nodes_do_not_mutate_clip_or_conditioning(comfy_in_process, sd15):
     assert torch.equal(cond, cond0) and extra.keys() == extra0.keys()
     assert all(torch.equal(extra[k], extra0[k]) for k in extra if torch.is_tensor(extra[k]))
     assert all(torch.equal(tokens.tokens[k], tokens_before[k]) for k in tokens_before)
+    clip.load_model()
     assert all(torch.equal(v, clip_before[k]) for k, v in clip.cond_stage_model.state_dict().items())
     assert dict(clip.patcher.patches) == patches_before
     (joined_cond, joined_extra), = joined
@@ -174,7 +183,7 @@ def node_error(comfy_in_process, graph, outputs_of=("5",)) -> str:
 def test_sd1_encoder_on_an_sdxl_clip_names_both_families_and_widths(comfy_in_process):
     message = node_error(comfy_in_process, style_graph("sdxl", encoder_family="sd15"))
     assert "Token width mismatch" in message
-    for part in ("sd15", "SDXL", "clip_l 768", "clip_g 1280", "Load a style encoder trained for SDXL"):
+    for part in ("are for SD1.x", "the CLIP is SDXL", "clip_l 768", "clip_g 1280", "Load a style encoder trained for SDXL"):
         assert part in message
 
 

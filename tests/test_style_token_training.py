@@ -57,8 +57,8 @@ def stage1_args(checkpoint, data, out, *extra, steps=2):
 
 
 def test_stage1_loss_on_fixed_noises_falls(tiny_checkpoint, synthetic):
-    from trainers.comfy_diffusion import ComfyDiffusion
-    from core.token_injection import text_encoder_widths
+    from comfy_adapter.diffusion import ComfyDiffusion
+    from comfy_adapter.families import text_encoder_widths
     # The paper's lr 1e-3 barely moves this loss on the tiny random model in 50 steps; 0.03 reaches its floor
     # (about -20%: a random one-block UNet lets the context explain only so much of eps).
     args = stage1_args(tiny_checkpoint("sd15"), synthetic, "/unused", "--lr", "0.03", steps=50)
@@ -199,7 +199,7 @@ def test_stage3_moves_the_encoder_through_the_text_encoder_and_unet(tiny_checkpo
 
 
 def test_trainer_and_node_condition_identically(comfy_in_process, tiny_checkpoint):
-    from trainers.comfy_diffusion import ComfyDiffusion, encode_prompt_with_style
+    from comfy_adapter.diffusion import ComfyDiffusion, encode_prompt_with_style
     from core.style_tokens import StyleTokens
     diffusion = ComfyDiffusion(tiny_checkpoint("sd15"), torch.device("cpu"))
     vectors = {"clip_l": torch.randn(8, 768, generator=torch.Generator().manual_seed(0)) * 0.02}

@@ -241,7 +241,7 @@ def test_lora_for_another_family_names_both(comfy_in_process):
     with pytest.raises(NodeExecutionError) as excinfo:
         comfy_in_process.run(loader_graph("stylesmith-tiny-styleforge-sd15.safetensors",
                                           checkpoint="stylesmith-tiny-sdxl.safetensors"), outputs_of=("2",))
-    assert "LoRA for SD1.x but the model is SDXL" in str(excinfo.value)
+    assert "is a LoRA for SD1.x but the MODEL is SDXL. Load an SD1.x checkpoint" in str(excinfo.value)
 
 
 def test_corrupt_lora_is_refused_and_the_server_serves_on(comfy_server):

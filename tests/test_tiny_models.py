@@ -10,7 +10,7 @@ from devkit.tiny_models import build_checkpoint
 
 @pytest.fixture(scope="module")
 def comfy_sd():
-    from trainers.comfy_host import import_comfy
+    from comfy_adapter.host import import_comfy
     import_comfy()
     import comfy.sd
     return comfy.sd

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from core.clip_losses import cross_domain_loss, in_domain_loss, reconstruction_loss
-from core.ddim import ddim_invert, ddim_step, sub_schedule
+from core.ddim import ddim_invert, ddim_step
 from core.image_folder import load_image_file, load_image_folder
 from core.image_preprocess import preprocess
 from core.lora import LoRASet
@@ -37,6 +37,7 @@ from core.osasis_style_file import OsasisStyle, save_osasis_style
 from core.safe_files import file_sha256
 from core.spn import StructurePreservingNetwork
 
+from comfy_adapter.diffusion import encode_prompt_with_style, open_checkpoint
 from . import common
 from .styleforge import UNET_TARGETS, lora_tensors
 
@@ -168,7 +169,6 @@ def lpips_if_available():
 
 def semantic_codes(diffusion, style_encoder, images: torch.Tensor, args) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """z_sem (cond, pooled) of each image, as OSASIS Semantic Encode computes it."""
-    from .comfy_diffusion import encode_prompt_with_style
     with torch.no_grad():
         if style_encoder is None:
             return [diffusion.encode_prompt(args.prompt)] * images.shape[0]
@@ -267,17 +267,12 @@ def stylise(diffusion, lora: LoRASet, spn, content: Encoded, sigmas, timesteps, 
 
 def train(args) -> TrainResult:
     world = common.init_distributed(args.device)
-    from .comfy_host import import_comfy
-    import_comfy(cpu=world.device.type == "cpu", comfyui=args.comfyui)
-    import comfy.samplers
-
-    from .comfy_diffusion import ComfyDiffusion
-    diffusion = ComfyDiffusion(args.checkpoint, world.device)
+    diffusion = open_checkpoint(args.checkpoint, world.device, args.comfyui)
     encode, style_encoder = loss_encoder(diffusion, args)
     lpips, lpips_state = lpips_if_available()
     images = load_images(diffusion, args)
-    sigmas = sub_schedule(comfy.samplers.calculate_sigmas(diffusion.unet.model_sampling, args.scheduler,
-                                                          args.ddim_steps), args.t0)
+    from comfy_adapter.bridge import structure_sigmas
+    sigmas = structure_sigmas(diffusion.model, args.scheduler, args.ddim_steps, args.t0).double()
     timesteps = diffusion.unet.model_sampling.timestep(sigmas.float()).to(world.device)
     common.print_run_summary("OSASIS", args, {
         "checkpoint": f"{args.checkpoint.name} ({diffusion.family})",

@@ -27,6 +27,8 @@ from core.image_folder import square_crop
 from core.style_dataset import read_style_dataset
 from core.token_shards import load_tokens, read_index, write_shard
 
+from comfy_adapter.diffusion import encode_prompt_with_style, open_checkpoint
+from comfy_adapter.families import text_encoder_widths
 from . import common
 
 
@@ -72,7 +74,6 @@ def init_tokens(ids: list[str], widths: dict[str, int], n_tokens: int, std: floa
 
 def batch_loss(diffusion, latents: torch.Tensor, captions: list[str], tokens: dict, placeholder: str,
                generators: list[torch.Generator]) -> torch.Tensor:
-    from .comfy_diffusion import encode_prompt_with_style
     losses = []
     for i, caption in enumerate(captions):
         cond, pooled = encode_prompt_with_style(diffusion, caption, {k: v[i] for k, v in tokens.items()}, placeholder)
@@ -107,7 +108,6 @@ def load_images(examples, resolution: int) -> torch.Tensor:
 
 def write_samples(diffusion, examples, tokens: dict, args) -> None:
     """samples.png: reference images beside images generated from their inverted tokens and captions."""
-    from .comfy_diffusion import encode_prompt_with_style
     with torch.no_grad():
         conditions = [encode_prompt_with_style(diffusion, e.caption, {k: v[i] for k, v in tokens.items()},
                                                args.placeholder) for i, e in enumerate(examples)]
@@ -128,14 +128,10 @@ def export(args) -> None:
 
 def train(args) -> dict:
     world = common.init_distributed(args.device)
-    from .comfy_host import import_comfy
-    import_comfy(cpu=world.device.type == "cpu", comfyui=args.comfyui)
-    from core.token_injection import text_encoder_widths
-    from .comfy_diffusion import ComfyDiffusion
     dataset = read_style_dataset(args.data)
     for problem in dataset.problems:
         print(f"[dataset] skipped {problem}")
-    diffusion = ComfyDiffusion(args.checkpoint, world.device)
+    diffusion = open_checkpoint(args.checkpoint, world.device, args.comfyui)
     diffusion.allow_text_encoder_gradients()
     widths = text_encoder_widths(diffusion.clip)
     mine = dataset.examples[world.rank::world.world_size]

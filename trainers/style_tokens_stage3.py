@@ -23,6 +23,8 @@ from core.style_dataset import read_style_dataset
 from core.style_encoder_file import load_style_encoder, save_style_encoder
 from core.token_injection import check_widths
 
+from comfy_adapter.diffusion import encode_prompt_with_style, open_checkpoint
+from comfy_adapter.families import text_encoder_widths
 from . import common
 from .style_tokens_stage1 import load_images
 
@@ -48,7 +50,6 @@ def parse_args(argv=None):
 
 
 def style_loss(diffusion, encoder, pixels, latents, captions, placeholder, generator) -> torch.Tensor:
-    from .comfy_diffusion import encode_prompt_with_style
     tokens = encoder(pixels)
     losses = []
     for i, caption in enumerate(captions):
@@ -58,7 +59,6 @@ def style_loss(diffusion, encoder, pixels, latents, captions, placeholder, gener
 
 
 def write_samples(diffusion, encoder, examples, pixels, images, args) -> None:
-    from .comfy_diffusion import encode_prompt_with_style
     picked = list(range(min(4, len(examples))))
     with torch.no_grad():
         tokens = encoder(pixels[picked])
@@ -72,12 +72,8 @@ def write_samples(diffusion, encoder, examples, pixels, images, args) -> None:
 
 def train(args) -> None:
     world = common.init_distributed(args.device)
-    from .comfy_host import import_comfy
-    import_comfy(cpu=world.device.type == "cpu", comfyui=args.comfyui)
-    from core.token_injection import text_encoder_widths
-    from .comfy_diffusion import ComfyDiffusion
     dataset = read_style_dataset(args.data)
-    diffusion = ComfyDiffusion(args.checkpoint, world.device)
+    diffusion = open_checkpoint(args.checkpoint, world.device, args.comfyui)
     diffusion.allow_text_encoder_gradients()
     encoder = load_style_encoder(args.encoder).requires_grad_(True).to(world.device)
     check_widths(encoder.config.heads, text_encoder_widths(diffusion.clip), encoder.config.family)

@@ -30,6 +30,7 @@ from core.lora import LoRASet
 from core.lora_file import Component, write_lora
 from core.safe_files import file_sha256
 
+from comfy_adapter.diffusion import open_checkpoint
 from . import common
 
 UNET_TARGETS = r"transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))$"
@@ -154,7 +155,7 @@ def build_loras(diffusion, args) -> nn.ModuleDict:
 
 
 def lora_tensors(diffusion, loras: nn.ModuleDict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    from .kohya_names import text_encoder_names, unet_names
+    from comfy_adapter.kohya_names import text_encoder_names, unet_names
     name_maps = {"unet": unet_names(diffusion.unet, loras["unet"].names, diffusion.family)}
     if "text_encoder" in loras:
         name_maps["text_encoder"] = text_encoder_names(diffusion.text_encoder_module, loras["text_encoder"].names,
@@ -202,10 +203,7 @@ def write_previews(diffusion, data, args, step: int, base_rows: dict) -> None:
 
 def train(args) -> TrainResult:
     world = common.init_distributed(args.device)
-    from .comfy_host import import_comfy
-    import_comfy(cpu=world.device.type == "cpu", comfyui=args.comfyui)
-    from .comfy_diffusion import ComfyDiffusion
-    diffusion = ComfyDiffusion(args.checkpoint, world.device)
+    diffusion = open_checkpoint(args.checkpoint, world.device, args.comfyui)
     data = load_components(diffusion, args)
     common.print_run_summary("StyleForge" if len(data) == 1 else "Multi-StyleForge", args, {
         "checkpoint": f"{args.checkpoint.name} ({diffusion.family})",

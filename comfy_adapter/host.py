@@ -1,4 +1,4 @@
-"""Import the real ComfyUI in this process: trainers, benchmarks and tests load models through it.
+"""Find and configure the real ComfyUI in a standalone process: trainers, benchmarks and tests load models through it.
 
 Order matters: ComfyUI reads its CLI args when `comfy.model_management` is first imported, and
 `folder_paths` reads `--base-directory` when it is first imported. The host is found at

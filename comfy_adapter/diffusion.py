@@ -1,6 +1,6 @@
 """A user's checkpoint, loaded by ComfyUI's own loader, with what diffusion training needs.
 
-Trainers reach ComfyUI only here: model loading (comfy.sd), the model's own noise schedule and
+Trainers reach ComfyUI's models through this: model loading (comfy.sd), the model's own noise schedule and
 prediction type (model_sampling / apply_model), its conditioning inputs (extra_conds), and
 preview sampling (comfy.sample). So trainer and nodes see exactly the same model.
 """
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from core.checkpoint_family import checkpoint_family, family_of_comfy_model
+from .core_modules import checkpoint_family, ddim, token_injection
+from .families import family_of_model
 
 
 class ComfyDiffusion:
@@ -16,12 +17,12 @@ class ComfyDiffusion:
         import comfy.model_management
         import comfy.sd
         checkpoint = Path(checkpoint)
-        checkpoint_family(checkpoint)   # missing, pickled or not SD1.x / SDXL: a clear error before ComfyUI reads it
+        checkpoint_family.checkpoint_family(checkpoint)   # missing, pickled or not SD1.x / SDXL: a clear error before ComfyUI reads it
         self.model, self.clip, self.vae, _ = comfy.sd.load_checkpoint_guess_config(
             str(checkpoint), output_vae=True, output_clip=True)
         if self.clip is None or self.vae is None:
             raise ValueError(f"{checkpoint.name} holds no text encoder or no VAE; training needs a full checkpoint.")
-        self.family = family_of_comfy_model(self.model)
+        self.family = family_of_model(self.model).key
         self.device = device
         comfy.model_management.load_models_gpu([self.model, self.clip.patcher], force_full_load=True)
         self.unet = self.model.model
@@ -78,7 +79,7 @@ class ComfyDiffusion:
     def eps(self, x: torch.Tensor, sigma: torch.Tensor, inputs: dict) -> torch.Tensor:
         """The model's noise prediction in the k-diffusion form x = x0 + sigma * eps, for any prediction type."""
         sigma = sigma.to(x).expand(x.shape[0])
-        return (x - self.unet.apply_model(x, sigma, **inputs)) / sigma.view(-1, 1, 1, 1)
+        return ddim.eps_from_x0(x, self.unet.apply_model(x, sigma, **inputs), sigma)
 
     def model_inputs(self, cond: torch.Tensor, pooled: torch.Tensor, latents: torch.Tensor) -> dict:
         """The UNet's conditioning kwargs as ComfyUI's sampler builds them (SDXL adds the `y` vector)."""
@@ -96,15 +97,13 @@ class ComfyDiffusion:
                      generator: torch.Generator) -> torch.Tensor:
         """DDPM objective ||eps - eps_theta(z_t, t, c)||^2, t uniform over the model's own timesteps.
 
-        ComfyUI's apply_model returns the x0 prediction for any prediction type, so eps is read back
-        as (z_t - x0_hat) / sigma (k-diffusion form z_t = z_0 + sigma * eps).
+        eps is read back from ComfyUI's x0 prediction, so this holds for any prediction type.
         """
         n = latents.shape[0]
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         sigma = self.sample_sigmas(n, generator).to(latents)
         noisy = self.unet.model_sampling.noise_scaling(sigma, noise, latents)
-        x0 = self.unet.apply_model(noisy, sigma, **self.model_inputs(cond.expand(n, -1, -1), pooled.expand(n, -1), latents))
-        eps = (noisy - x0) / sigma.view(-1, 1, 1, 1)
+        eps = self.eps(noisy, sigma, self.model_inputs(cond.expand(n, -1, -1), pooled.expand(n, -1), latents))
         return torch.nn.functional.mse_loss(eps.float(), noise.float())
 
     @torch.no_grad()
@@ -144,7 +143,13 @@ def encode_prompt_with_style(diffusion: ComfyDiffusion, text: str, vectors: dict
                              placeholder: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(cond, pooled) with the style vectors in place of the placeholder, exactly as the prompt node
     encodes (the same core injection, the same ComfyUI encode); differentiable w.r.t. the vectors."""
-    from core.token_injection import inject_into_prompt
-    tokens = inject_into_prompt(lambda t: diffusion.clip.tokenize(t, return_word_ids=True), text, vectors, placeholder)
+    tokens = token_injection.inject_into_prompt(lambda t: diffusion.clip.tokenize(t, return_word_ids=True), text, vectors, placeholder)
     out = diffusion.clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
     return out["cond"].to(diffusion.device), out["pooled_output"].to(diffusion.device)
+
+
+def open_checkpoint(checkpoint: Path, device: torch.device, comfyui: Path | None = None) -> ComfyDiffusion:
+    """Configure ComfyUI in this process (on the CPU unless `device` is an accelerator), then load `checkpoint`."""
+    from .host import import_comfy
+    import_comfy(cpu=device.type == "cpu", comfyui=comfyui)
+    return ComfyDiffusion(checkpoint, device)

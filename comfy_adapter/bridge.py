@@ -1,8 +1,8 @@
-"""The one place where StyleSmith touches ComfyUI objects: CLIP tokens, model management, folders, progress.
+"""What the nodes do with ComfyUI objects: folders, CLIP tokens, LoRA patching, sampling, model management, progress.
 
 Everything here uses ComfyUI's public surfaces (comfy.sd.CLIP's tokenize/encode, ModelPatcher,
 model_management, folder_paths, comfy.utils.ProgressBar), so a ComfyUI update breaks at most
-this module.
+the adapter.
 """
 import os
 
@@ -14,6 +14,9 @@ import comfy.sample
 import comfy.samplers
 import comfy.utils
 import folder_paths
+
+from .core_modules import ddim, families
+from .families import family_of_model
 
 WEIGHT_SUFFIXES = {".safetensors", ".pt", ".pth", ".ckpt", ".bin"}  # pickles are listed so they can be refused clearly
 
@@ -33,12 +36,33 @@ def embeddings_folder() -> str:
     return folder_paths.get_folder_paths("embeddings")[0]
 
 
+def missing_file_message(folder: str, file_name: str) -> str | None:
+    """Why `file_name` cannot be loaded from models/<folder> (naming the folders and the fix), or None if it can.
+
+    Nodes return this from their `validate_inputs`, so the host shows it before the graph runs; a node that
+    validates an input itself also keeps hosts from 0.8 on from refusing it with a bare "Value not in list".
+    """
+    if folder_paths.get_full_path(folder, file_name) is not None:
+        return None
+    return (f"{file_name} is not in any models/{folder} folder ({', '.join(folder_paths.get_folder_paths(folder))}). "
+            "Put it there and refresh.")
+
+
 def model_file_path(folder: str, file_name: str) -> str:
-    path = folder_paths.get_full_path(folder, file_name)
-    if path is None:
-        raise FileNotFoundError(f"{file_name} is not in any models/{folder} folder "
-                                f"({', '.join(folder_paths.get_folder_paths(folder))}). Put it there and refresh.")
-    return path
+    message = missing_file_message(folder, file_name)
+    if message is not None:
+        raise FileNotFoundError(message)
+    return folder_paths.get_full_path(folder, file_name)
+
+
+def check_model_family(what: str, family: str, model) -> None:
+    """Refuse a file made for another family than the MODEL's, naming both and the fix.
+    `what` reads as the subject of "... for SD1.x", e.g. "x.safetensors is a LoRA"."""
+    model_family = family_of_model(model).key
+    if family != model_family:
+        made_for, model_name = families.display_name(family), families.display_name(model_family)
+        raise ValueError(f"{what} for {made_for} but the MODEL is {model_name}. Load an {made_for} checkpoint, or "
+                         f"use one made for {model_name}.")
 
 
 # ---- text encoders -------------------------------------------------------------------------
@@ -73,6 +97,12 @@ SCHEDULERS = comfy.samplers.SCHEDULER_NAMES
 def model_sigmas(model, scheduler: str, steps: int) -> torch.Tensor:
     """The model's own descending noise levels for `steps` steps, ending at 0 (what KSampler uses)."""
     return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
+
+
+def structure_sigmas(model, scheduler: str, steps: int, t0: float) -> torch.Tensor:
+    """The noise levels an OSASIS structural code is inverted through and decoded along: the tail of the
+    model's `steps`-step schedule that starts at fraction t0 (core.ddim.sub_schedule)."""
+    return ddim.sub_schedule(model_sigmas(model, scheduler, steps), t0).float()
 
 
 def model_timesteps(model, sigmas: torch.Tensor) -> torch.Tensor:
@@ -128,7 +158,7 @@ def run_step_rule(model, rule, sigmas: torch.Tensor, conditioning: list, samples
     def sampler_function(model_k, x, sigmas, extra_args=None, callback=None, disable=None):
         def eps(x_in, sigma):
             sigma = sigma.to(x_in).expand(x_in.shape[0])
-            return (x_in - model_k(x_in, sigma, **(extra_args or {}))) / sigma.view(-1, 1, 1, 1)
+            return ddim.eps_from_x0(x_in, model_k(x_in, sigma, **(extra_args or {})), sigma)
         return rule(x, sigmas, eps, report)
 
     comfy.model_management.throw_exception_if_processing_interrupted()

@@ -3,8 +3,12 @@
 Using ComfyUI's map (comfy.lora.model_lora_keys_unet / _clip) guarantees that ComfyUI's LoraLoader
 finds every key we write. Among the names it accepts for a weight we pick the one kohya's
 sd-scripts write, which A1111 and Forge read too: SD1 UNets use diffusers block names, SDXL UNets
-LDM block names; text encoders are lora_te_ (SD1) or lora_te1_/lora_te2_ (SDXL clip_l/clip_g).
+LDM block names; text encoders are lora_te_ (SD1) or lora_te1_/lora_te2_ (SDXL clip_l/clip_g). Both
+choices are the family's registry entry (core/families.py).
 """
+import comfy.lora
+
+from .core_modules import families
 
 
 def _inverse(key_map: dict[str, str], prefix: str) -> dict[str, list[str]]:
@@ -17,14 +21,14 @@ def _inverse(key_map: dict[str, str], prefix: str) -> dict[str, list[str]]:
 
 def unet_names(unet_model, module_names: list[str], family: str) -> dict[str, str]:
     """{UNet module name (within diffusion_model): kohya name}."""
-    import comfy.lora
     inverse = _inverse(comfy.lora.model_lora_keys_unet(unet_model, {}), "lora_unet_")
+    naming = families.get_family(family).kohya_unet_naming
     names = {}
     for module in module_names:
         candidates = inverse.get(f"diffusion_model.{module}.weight", [])
         ldm_style = "lora_unet_" + module.replace(".", "_")
         diffusers_style = [c for c in candidates if c != ldm_style]
-        if family == "sd15" and diffusers_style:
+        if naming == "diffusers" and diffusers_style:
             names[module] = diffusers_style[0]
         elif ldm_style in candidates:
             names[module] = ldm_style
@@ -35,9 +39,8 @@ def unet_names(unet_model, module_names: list[str], family: str) -> dict[str, st
 
 def text_encoder_names(text_encoder, module_names: list[str], family: str) -> dict[str, str]:
     """{text-encoder module name (within cond_stage_model): kohya name}."""
-    import comfy.lora
     inverse = _inverse(comfy.lora.model_lora_keys_clip(text_encoder, {}), "lora_te")
-    wanted = ("lora_te_",) if family == "sd15" else ("lora_te1_", "lora_te2_")
+    wanted = families.get_family(family).kohya_text_encoder_prefixes
     names = {}
     for module in module_names:
         candidates = [c for c in inverse.get(f"{module}.weight", []) if c.startswith(wanted)]

@@ -1,0 +1,11 @@
+"""The pack's core/ modules that the adapter uses, imported under the name this process knows them by.
+
+Inside ComfyUI the pack is one package (custom_nodes/ComfyUI-StyleSmith), so core is the sibling `..core`;
+trainers, benchmarks and tests run from the repository root, where `core` is a top-level package.
+"""
+if "." in __package__:
+    from ..core import checkpoint_family, ddim, families, token_injection
+else:
+    from core import checkpoint_family, ddim, families, token_injection
+
+__all__ = ["checkpoint_family", "ddim", "families", "token_injection"]
