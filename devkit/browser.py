@@ -17,7 +17,7 @@ from pathlib import Path
 from . import paths
 
 SCREENSHOTS_DIR = paths.REPO_ROOT / "docs" / "screenshots"
-WINDOW = (1600, 900)
+WINDOW = (1920, 1200)
 # First-run settings a user dismisses once: the Templates dialog and the minimap.
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
 LOAD_SCRIPT = """
@@ -28,7 +28,7 @@ const [url, done] = [arguments[0], arguments[arguments.length - 1]];
   await window.app.loadGraphData(await response.json());
   await new Promise(resolve => setTimeout(resolve, 500));
   const canvas = window.app.canvas, nodes = window.app.graph._nodes;
-  const left = 70, top = 50;   // the sidebar and the tab bar
+  const left = 70, top = 100;   // the sidebar, the tab bar and the Run toolbar
   const x0 = Math.min(...nodes.map(n => n.pos[0])), y0 = Math.min(...nodes.map(n => n.pos[1] - 30));
   const x1 = Math.max(...nodes.map(n => n.pos[0] + n.size[0])), y1 = Math.max(...nodes.map(n => n.pos[1] + n.size[1]));
   const width = canvas.canvas.clientWidth - left, height = canvas.canvas.clientHeight - top;
@@ -43,8 +43,14 @@ const [url, done] = [arguments[0], arguments[arguments.length - 1]];
     unregistered: nodes.filter(n => !(n.type in LiteGraph.registered_node_types)).map(n => n.type),
     with_errors: nodes.filter(n => n.has_errors).map(n => n.type),
     dialogs: [...document.querySelectorAll('.p-dialog')].map(d => d.innerText.slice(0, 300)),
+    boxes: Object.fromEntries(nodes.map(n => [n.id, [n.pos[0], n.pos[1] - LiteGraph.NODE_TITLE_HEIGHT,
+                                                    n.size[0], n.size[1] + LiteGraph.NODE_TITLE_HEIGHT]])),
   });
 })().catch(error => done({error: String(error)}));
+"""
+PROMPT_SCRIPT = """
+const done = arguments[arguments.length - 1];
+window.app.graphToPrompt().then(p => done({prompt: p.output}), error => done({error: String(error)}));
 """
 
 
@@ -115,6 +121,14 @@ def load_workflow(driver, name: str) -> dict:
     """Load workflows/<name>.json through the Templates route; what the frontend then shows."""
     url = f"/api/workflow_templates/{paths.PACK_FOLDER_NAME}/{name}.json"
     return driver.execute_async_script(LOAD_SCRIPT, url)
+
+
+def prompt_of_shown_graph(driver) -> dict:
+    """The API prompt the frontend makes of the graph it shows, as the Run button queues it."""
+    made = driver.execute_async_script(PROMPT_SCRIPT)
+    if "error" in made:
+        raise RuntimeError(f"the frontend could not make a prompt of the graph: {made['error']}")
+    return made["prompt"]
 
 
 def drop_workflow_png(driver, name: str) -> dict:

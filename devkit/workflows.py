@@ -13,7 +13,10 @@ from . import paths
 WORKFLOWS_DIR = paths.REPO_ROOT / "workflows"
 API_DIR = WORKFLOWS_DIR / "api"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-COLUMN_WIDTH, ROW_HEIGHT, NODE_WIDTH = 360, 40, 320
+# Sizes in canvas pixels, as ComfyUI's frontend draws nodes: the title bar above a node's body, a row per slot;
+# the frontend widens a node until its title fits.
+NODE_WIDTH, COLUMN_GAP, NODE_GAP, TITLE_CHAR_WIDTH = 320, 60, 30, 8
+TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT, MULTILINE_HEIGHT, PREVIEW_HEIGHT = 30, 20, 24, 60, 220
 
 
 def api_workflows() -> dict[str, dict]:
@@ -54,54 +57,102 @@ def _extra_widget_values(spec: list) -> list:
     return extra
 
 
-def _depths(api: dict) -> dict[str, int]:
-    depth = {}
+LOADER, PROCESSING, OUTPUT = 0, 1, 2
+
+
+def node_role(class_type: str, info: dict) -> int:
+    """Where a node sits when the graph reads left to right: loaders, then encoders and sampling, then outputs."""
+    if info.get("output_node"):
+        return OUTPUT
+    return LOADER if "Load" in class_type else PROCESSING
+
+
+def _columns(api: dict, object_info: dict) -> dict[str, int]:
+    """A column per node: loaders first (a loader fed by a loader one column right of it), then every other node
+    one column right of all its inputs, then the outputs in the last column. So every link points right."""
+    roles = {n: node_role(node["class_type"], object_info[node["class_type"]]) for n, node in api.items()}
+    column: dict[str, int] = {}
 
     def visit(node_id):
-        if node_id not in depth:
+        if node_id not in column:
             parents = [v[0] for v in api[node_id]["inputs"].values() if _is_link(v)]
-            depth[node_id] = 1 + max((visit(p) for p in parents), default=-1)
-        return depth[node_id]
+            column[node_id] = 1 + max((visit(p) for p in parents), default=-1)
+            if roles[node_id] != LOADER:
+                loader_columns = 1 + max((column[n] for n in api if roles[n] == LOADER and n in column), default=-1)
+                column[node_id] = max(column[node_id], loader_columns)
+        return column[node_id]
 
-    for node_id in api:
+    for node_id in sorted(api, key=lambda n: (roles[n], int(n))):   # loaders first: the others start right of them
         visit(node_id)
-    return depth
+    last = 1 + max((c for n, c in column.items() if roles[n] != OUTPUT), default=-1)
+    return {n: (max(last, c) if roles[n] == OUTPUT else c) for n, c in column.items()}
+
+
+def node_height(info: dict, n_inputs: int) -> int:
+    """The body height the frontend draws for a node (its title bar sits above it): a row per slot, a row per
+    widget, more for multiline text and for an image preview."""
+    specs = _input_specs(info)
+    widgets = [s for _, s in specs if _is_widget(s)]
+    options = [s[1] if len(s) > 1 and isinstance(s[1], dict) else {} for s in widgets]
+    height = SLOT_HEIGHT * max(n_inputs, len(info["output"])) + WIDGET_HEIGHT * len(widgets) + 2 * SLOT_HEIGHT
+    height += sum(MULTILINE_HEIGHT for o in options if o.get("multiline"))
+    height += sum(WIDGET_HEIGHT + PREVIEW_HEIGHT for o in options if o.get("image_upload"))
+    return height
+
+
+def node_width(node: dict) -> int:
+    title = node.get("_meta", {}).get("title") or node["class_type"]
+    return max(NODE_WIDTH, TITLE_CHAR_WIDTH * len(title) + 2 * COLUMN_GAP)
 
 
 def api_to_ui(api: dict, object_info: dict) -> dict:
-    """Lay an API-format prompt out as a UI-format (litegraph 0.4) workflow, columns by depth."""
-    depth = _depths(api)
-    rows: dict[int, int] = {}
+    """Lay an API-format prompt out as a UI-format (litegraph 0.4) workflow, left to right by role (see _columns);
+    each column stacks its nodes, in the order of their inputs' rows, with room for every title bar."""
+    columns = _columns(api, object_info)
+    lefts, x = {}, 0
+    for column in sorted(set(columns.values())):
+        lefts[column] = x
+        x += max(node_width(api[n]) for n in api if columns[n] == column) + COLUMN_GAP
+    tops: dict[int, int] = {}
     nodes, links = {}, []
-    for order, node_id in enumerate(sorted(api, key=lambda n: (depth[n], int(n)))):
-        node = api[node_id]
-        info = object_info[node["class_type"]]
-        row = rows.get(depth[node_id], 0)
-        inputs, widgets_values = [], []
-        for name, spec in _input_specs(info):
-            value = node["inputs"].get(name)
-            if _is_widget(spec):
-                if _is_link(value):
-                    inputs.append({"name": name, "type": spec[0] if isinstance(spec[0], str) else "COMBO",
-                                   "widget": {"name": name}, "link": None})
-                    value = spec[1].get("default") if len(spec) > 1 and isinstance(spec[1], dict) else None
-                widgets_values += [value] + _extra_widget_values(spec)
-            else:
-                inputs.append({"name": name, "type": spec[0], "link": None})
-        n_widgets = sum(1 for _, s in _input_specs(info) if _is_widget(s))
-        height = 60 + ROW_HEIGHT // 2 * (len(inputs) + len(info["output"])) + 26 * n_widgets
-        nodes[node_id] = {
-            "id": int(node_id), "type": node["class_type"],
-            "pos": [depth[node_id] * COLUMN_WIDTH, row], "size": [NODE_WIDTH, height],
-            "flags": {}, "order": order, "mode": 0, "inputs": inputs,
-            "outputs": [{"name": oname, "type": otype, "links": [], "slot_index": i}
-                        for i, (otype, oname) in enumerate(zip(info["output"], info["output_name"]))],
-            "properties": {"Node name for S&R": node["class_type"]},
-            "widgets_values": widgets_values,
-        }
-        if "_meta" in node and node["_meta"].get("title"):
-            nodes[node_id]["title"] = node["_meta"]["title"]
-        rows[depth[node_id]] = row + height + ROW_HEIGHT
+
+    def parents_row(node_id):
+        rows = [nodes[v[0]]["pos"][1] for v in api[node_id]["inputs"].values() if _is_link(v) and v[0] in nodes]
+        return sum(rows) / len(rows) if rows else 0
+
+    ordered = []
+    for column in sorted(set(columns.values())):
+        in_column = [n for n in api if columns[n] == column]
+        ordered += sorted(in_column, key=lambda n: (parents_row(n), int(n)))
+        for node_id in ordered[-len(in_column):]:
+            node = api[node_id]
+            info = object_info[node["class_type"]]
+            inputs, widgets_values = [], []
+            for name, spec in _input_specs(info):
+                value = node["inputs"].get(name)
+                if _is_widget(spec):
+                    if _is_link(value):
+                        inputs.append({"name": name, "type": spec[0] if isinstance(spec[0], str) else "COMBO",
+                                       "widget": {"name": name}, "link": None})
+                        value = spec[1].get("default") if len(spec) > 1 and isinstance(spec[1], dict) else None
+                    widgets_values += [value] + _extra_widget_values(spec)
+                else:
+                    inputs.append({"name": name, "type": spec[0], "link": None})
+            height = node_height(info, len(inputs))
+            top = tops.get(column, TITLE_HEIGHT)
+            nodes[node_id] = {
+                "id": int(node_id), "type": node["class_type"],
+                "pos": [lefts[column], top], "size": [node_width(node), height],
+                "flags": {}, "order": len(nodes),
+                "mode": 0, "inputs": inputs,
+                "outputs": [{"name": oname, "type": otype, "links": [], "slot_index": i}
+                            for i, (otype, oname) in enumerate(zip(info["output"], info["output_name"]))],
+                "properties": {"Node name for S&R": node["class_type"]},
+                "widgets_values": widgets_values,
+            }
+            if "_meta" in node and node["_meta"].get("title"):
+                nodes[node_id]["title"] = node["_meta"]["title"]
+            tops[column] = top + height + TITLE_HEIGHT + NODE_GAP
     for node_id, node in api.items():
         for slot_index, slot in enumerate(nodes[node_id]["inputs"]):
             value = node["inputs"].get(slot["name"])
@@ -151,6 +202,37 @@ def check_ui_workflow(ui: dict, object_info: dict) -> list[str]:
                     problems.append(f"node {node['id']}: output {slot['name']} names missing link {link_id}")
     if ui.get("last_link_id", 0) < max(link_ids, default=0):
         problems.append("last_link_id is below the largest link id")
+    return problems
+
+
+def overlapping_boxes(boxes: dict) -> list[str]:
+    """Pairs of nodes whose boxes overlap; boxes are {node: (x, y, width, height)} with the title bar included."""
+    found = []
+    names = sorted(boxes, key=str)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            (ax, ay, aw, ah), (bx, by, bw, bh) = boxes[a], boxes[b]
+            if ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah:
+                found.append(f"nodes {a} and {b} overlap")
+    return found
+
+
+def layout_problems(ui: dict, object_info: dict) -> list[str]:
+    """What keeps a UI workflow from reading left to right by role: overlapping nodes, a link that points left,
+    a loader right of a non-loader, an output left of a non-output."""
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    problems = overlapping_boxes({i: (n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["size"][0], n["size"][1] + TITLE_HEIGHT)
+                                  for i, n in nodes.items()})
+    for link_id, src, _, dst, _, _ in ui["links"]:
+        if nodes[src]["pos"][0] + nodes[src]["size"][0] >= nodes[dst]["pos"][0]:
+            problems.append(f"link {link_id} from node {src} to node {dst} does not point right")
+    roles = {i: node_role(n["type"], object_info[n["type"]]) for i, n in nodes.items()}
+    for role, name in ((LOADER, "loader"), (OUTPUT, "output")):
+        for i in (i for i in nodes if roles[i] == role):
+            for j in (j for j in nodes if roles[j] != role):
+                left, right = (i, j) if role == LOADER else (j, i)
+                if nodes[left]["pos"][0] >= nodes[right]["pos"][0]:
+                    problems.append(f"{name} node {i} is not {'left' if role == LOADER else 'right'} of node {j}")
     return problems
 
 

@@ -18,7 +18,7 @@ from devkit.tiny_osasis_styles import DEFAULT_OSASIS_STYLES
 from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
 from devkit.workflows import api_workflows
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.hosts]
 SD15_ENCODER, SD15_LORA = DEFAULT_STYLE_ENCODERS["sd15"], next(iter(DEFAULT_LORAS))
 
 

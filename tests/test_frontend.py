@@ -1,12 +1,13 @@
 """The real ComfyUI frontend in headless Chromium: every bundled workflow loads from the Templates route
-with every node known, no error or missing-node dialog, and the graph the file describes."""
+with every node known, no error or missing-node dialog, the graph the file describes and no node drawn over
+another, and the prompt the frontend makes of it runs on the host."""
 import pytest
 
-from devkit.browser import drop_workflow_png, frontend, load_workflow, registered_stylesmith_nodes
+from devkit.browser import drop_workflow_png, frontend, load_workflow, prompt_of_shown_graph, registered_stylesmith_nodes
 from devkit.node_docs import stylesmith_nodes
-from devkit.workflows import ui_workflows
+from devkit.workflows import overlapping_boxes, ui_workflows
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.hosts]
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +21,18 @@ def test_frontend_registers_every_stylesmith_node(page, object_info):
 
 
 @pytest.mark.parametrize("name", sorted(ui_workflows()))
-def test_workflow_loads_in_the_real_frontend(name, page, tmp_path):
+def test_workflow_loads_in_the_real_frontend_and_runs(name, page, comfy_server, tmp_path):
     shown = load_workflow(page, name)
     assert shown.get("status") == 200 and "error" not in shown, shown
     assert shown["dialogs"] == [], f"the frontend opened a dialog: {shown['dialogs']}"
     assert shown["unregistered"] == [] and shown["with_errors"] == []
     assert sorted(shown["nodes"]) == sorted(node["type"] for node in ui_workflows()[name]["nodes"])
+    assert overlapping_boxes(shown["boxes"]) == [], "nodes drawn over each other"
     screenshot = tmp_path / f"{name}.png"
     page.save_screenshot(str(screenshot))
     assert screenshot.stat().st_size > 20_000, "the screenshot is (nearly) empty"
+    result = comfy_server.run(prompt_of_shown_graph(page))
+    assert result.status == "success" and result.images, f"the graph the frontend shows did not run: {result.error}"
 
 
 @pytest.mark.parametrize("name", sorted(ui_workflows()))

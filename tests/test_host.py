@@ -9,7 +9,7 @@ from devkit.paths import REPO_ROOT, make_base_dir
 from devkit.server import ComfyServer, HostError
 
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.hosts]
 
 
 def test_pack_imports_without_error(comfy_server):

@@ -3,11 +3,14 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from devkit import paths
 from devkit.paths import REPO_ROOT, make_base_dir
 from devkit.tiny_models import TINY_CHECKPOINTS
+
+pytestmark = pytest.mark.hosts
 
 
 def test_nodes_module_is_comfyuis_not_the_packs(comfy_in_process):

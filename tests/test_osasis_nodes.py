@@ -12,6 +12,8 @@ from devkit.tiny_osasis_styles import DEFAULT_OSASIS_STYLES
 from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
 from devkit.workflows import api_workflows
 
+pytestmark = pytest.mark.hosts
+
 SD15_LATENT_SCALE = 0.18215
 
 

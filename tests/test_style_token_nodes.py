@@ -13,6 +13,8 @@ from devkit.tiny_models import TINY_CHECKPOINTS
 from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
 from devkit.workflows import api_workflows
 
+pytestmark = pytest.mark.hosts
+
 DEFAULT_LORA = next(iter(DEFAULT_LORAS))
 PROMPT_BEFORE, PROMPT_AFTER = "a photo of a cat in the style of", ", at night"
 

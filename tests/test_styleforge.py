@@ -17,7 +17,7 @@ from devkit.processes import kill_when_written
 from devkit.workflows import api_workflows
 from trainers.styleforge import parse_args, train
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.hosts]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ import torch
 from core.safe_files import file_sha256
 from devkit.tiny_models import build_checkpoint
 
+pytestmark = pytest.mark.hosts
+
 
 @pytest.fixture(scope="module")
 def comfy_sd():

@@ -1,8 +1,17 @@
-"""docs/nodes.md is generated from the node schemas; every node is documented there and in the README."""
+"""Files generated from the pinned host are current: docs/nodes.md (every node documented there and in the README)
+and the UI twins of the workflows.
+
+The committed files are the pinned host's. The host lane does not run this module: other hosts' /object_info
+differ in ways that change the generated text (from 0.26 SaveImage has an IMAGE output). There the UI twins are
+checked by loading and running them (test_workflows.py, test_frontend.py).
+"""
+import json
+
 import pytest
 
 from devkit.node_docs import NODES_DOC, nodes_markdown, stylesmith_nodes
 from devkit.paths import REPO_ROOT
+from devkit.workflows import api_to_ui, api_workflows, ui_workflows
 
 pytestmark = pytest.mark.server
 
@@ -29,3 +38,10 @@ def test_readme_names_every_node(object_info):
     readme = (REPO_ROOT / "README.md").read_text()
     missing = [info["display_name"] for info in stylesmith_nodes(object_info).values() if info["display_name"] not in readme]
     assert not missing, f"README.md does not mention {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(api_workflows()))
+def test_ui_workflow_is_generated_from_its_api_twin(name, object_info):
+    expected = api_to_ui(api_workflows()[name], object_info)
+    assert ui_workflows()[name] == json.loads(json.dumps(expected)), \
+        f"workflows/{name}.json is stale: run python -m devkit.generate"
