@@ -5,11 +5,25 @@ SD1.x: one tensor `emb_params` (n_tokens, 768). SDXL: `clip_l` (n_tokens, 768) a
 Metadata: stylesmith.format = "embedding", stylesmith.format_version = "1", stylesmith.family.
 ComfyUI itself reads these files; `read_embedding` is StyleSmith's one reader (tests, trainers).
 """
+import re
+
 import torch
 
 from .safe_files import WeightFileError, read_safetensors, write_safetensors_atomic
 
 SINGLE_TENSOR_KEY = "emb_params"
+# ComfyUI reads `embedding:NAME` up to the next space and strips trailing commas; parentheses and colons are prompt
+# weighting syntax. So a usable name is letters, digits, '_', '-' and '.', not starting with '.', at most 100 long.
+USABLE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+
+
+def check_embedding_name(name: str) -> None:
+    """Refuse a name that `embedding:NAME` in a prompt could not find, saying what is allowed."""
+    if not USABLE_NAME.fullmatch(name):
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise ValueError(f"{shown!r} ({len(name)} characters) is not a usable embedding name: `embedding:NAME` in a "
+                         "prompt needs 1 to 100 letters, digits, '_', '-' or '.', not starting with '.' (no spaces, "
+                         "slashes, colons or parentheses).")
 
 
 def save_embedding(vectors: dict[str, torch.Tensor], family: str, path) -> None:

@@ -16,15 +16,33 @@ class DatasetError(ValueError):
     """A training set is missing, empty or unusable."""
 
 
-def square_crop(image: Image.Image, resolution: int) -> np.ndarray:
-    """Any mode and size -> (resolution, resolution, 3) float32 in [0, 1]."""
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image, EXIF orientation applied, as 8-bit "RGB", or as "F" (gray in [0, 1]) when it has more bits.
+
+    High-bit-depth grayscale keeps its scale: I;16 (16-bit PNG) and I (32-bit integer; older Pillows open 16-bit
+    PNGs so) are read as 0..65535, as ComfyUI's LoadImage reads them, and F as already in [0, 1]; PIL's own convert("RGB") would clip them at 255, almost
+    white. Transparent pixels (RGBA, LA, PA, P with transparency) are composited onto white; CMYK, YCbCr, LAB,
+    HSV and 1-bit images go through PIL's conversion.
+    """
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "P"):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image)
-    image = ImageOps.fit(image.convert("RGB"), (resolution, resolution), Image.Resampling.BICUBIC)
+    if image.mode.startswith("I") or image.mode == "F":
+        scale = 1.0 if image.mode == "F" else 65535.0
+        return Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) / scale, 0.0, 1.0))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def rgb_array(image: Image.Image) -> np.ndarray:
+    """An image from upright_rgb -> (H, W, 3) float32 in [0, 1]."""
+    if image.mode == "F":
+        return np.repeat(np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)[..., None], 3, axis=2)
     return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def square_crop(image: Image.Image, resolution: int) -> np.ndarray:
+    """Any mode and size -> (resolution, resolution, 3) float32 in [0, 1], centre-cropped square."""
+    return rgb_array(ImageOps.fit(upright_rgb(image), (resolution, resolution), Image.Resampling.BICUBIC))
 
 
 def load_image_file(path, resolution: int, what: str) -> torch.Tensor:

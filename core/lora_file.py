@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .families import FAMILIES, family_of_context_width, get_family
-from .safe_files import WeightFileError, read_safetensors, write_safetensors_atomic
+from .safe_files import WeightFileError, read_safetensors, reading_metadata, write_safetensors_atomic
 
 FORMAT = "styleforge_lora"
 FORMAT_VERSION = "1"
@@ -105,6 +105,7 @@ def read_lora(path) -> tuple[dict[str, torch.Tensor], LoraInfo]:
                            ".hada_w1_a", ".lokr_w1")) for k in tensors):
         raise WeightFileError(f"{Path(path).name} holds no LoRA weights (no lora_down/lora_up tensors): "
                               "pick a LoRA file from models/loras.")
-    components, source = _components_from_metadata(metadata)
-    family = _family_from_metadata(metadata) or family_from_tensors(tensors)
+    with reading_metadata(path, "LoRA"):
+        components, source = _components_from_metadata(metadata)
+        family = _family_from_metadata(metadata) or family_from_tensors(tensors)
     return tensors, LoraInfo(family=family, components=components, source=source)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .safe_files import WeightFileError, check_format, read_safetensors, write_safetensors_atomic
+from .safe_files import WeightFileError, check_format, read_safetensors, reading_metadata, write_safetensors_atomic
 from .spn import StructurePreservingNetwork
 
 FORMAT = "osasis_style"
@@ -68,27 +68,28 @@ def load_osasis_style(path) -> OsasisStyle:
     tensors, metadata = read_safetensors(path, WHAT)
     check_format(metadata, path, FORMAT, FORMAT_VERSION, "an OSASIS style",
                  "OSASIS styles come from `python -m trainers.osasis`; put them in models/osasis.")
-    spn = StructurePreservingNetwork(**json.loads(metadata["stylesmith.spn_config"]))
-    own = {k[len(SPN_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(SPN_PREFIX)}
-    expected = spn.state_dict()
-    if set(own) != set(expected) or any(own[k].shape != v.shape for k, v in expected.items()):
-        raise WeightFileError(f"{path.name}: the structure-preserving network's tensors do not match its own config "
-                              f"{metadata['stylesmith.spn_config']}. The file is damaged; train or export it again.")
-    spn.load_state_dict(own)
-    lora = {k: v for k, v in tensors.items() if k.startswith("lora_unet_")}
-    if not lora:
-        raise WeightFileError(f"{path.name} holds no UNet LoRA (lora_unet_* tensors). The file is damaged; "
-                              "train it again.")
-    t0 = float(metadata["stylesmith.t0"])
-    if not 0 < t0 <= 1:
-        raise WeightFileError(f"{path.name} says t0 = {t0}, outside (0, 1]. The file is damaged; train it again.")
-    return OsasisStyle(
-        lora=lora, spn=spn.eval().requires_grad_(False), family=metadata["stylesmith.family"], t0=t0,
-        steps=int(metadata["stylesmith.steps"]), scheduler=metadata["stylesmith.scheduler"],
-        spn_weight=float(metadata["stylesmith.spn_weight"]),
-        semantic=json.loads(metadata.get("stylesmith.semantic", "{}")),
-        reference=json.loads(metadata.get("stylesmith.reference", "{}")),
-        thumbnails={k: tensors[f"reference.{k}"] for k in THUMBNAILS if f"reference.{k}" in tensors},
-        base_checkpoint=metadata.get("stylesmith.base_checkpoint", ""),
-        base_checkpoint_sha256=metadata.get("stylesmith.base_checkpoint_sha256", ""),
-        training=json.loads(metadata.get("stylesmith.training", "{}")))
+    with reading_metadata(path, WHAT):
+        spn = StructurePreservingNetwork(**json.loads(metadata["stylesmith.spn_config"]))
+        own = {k[len(SPN_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(SPN_PREFIX)}
+        expected = spn.state_dict()
+        if set(own) != set(expected) or any(own[k].shape != v.shape for k, v in expected.items()):
+            raise WeightFileError(f"{path.name}: the structure-preserving network's tensors do not match its own config "
+                                  f"{metadata['stylesmith.spn_config']}. The file is damaged; train or export it again.")
+        spn.load_state_dict(own)
+        lora = {k: v for k, v in tensors.items() if k.startswith("lora_unet_")}
+        if not lora:
+            raise WeightFileError(f"{path.name} holds no UNet LoRA (lora_unet_* tensors). The file is damaged; "
+                                  "train it again.")
+        t0 = float(metadata["stylesmith.t0"])
+        if not 0 < t0 <= 1:
+            raise WeightFileError(f"{path.name} says t0 = {t0}, outside (0, 1]. The file is damaged; train it again.")
+        return OsasisStyle(
+            lora=lora, spn=spn.eval().requires_grad_(False), family=metadata["stylesmith.family"], t0=t0,
+            steps=int(metadata["stylesmith.steps"]), scheduler=metadata["stylesmith.scheduler"],
+            spn_weight=float(metadata["stylesmith.spn_weight"]),
+            semantic=json.loads(metadata.get("stylesmith.semantic", "{}")),
+            reference=json.loads(metadata.get("stylesmith.reference", "{}")),
+            thumbnails={k: tensors[f"reference.{k}"] for k in THUMBNAILS if f"reference.{k}" in tensors},
+            base_checkpoint=metadata.get("stylesmith.base_checkpoint", ""),
+            base_checkpoint_sha256=metadata.get("stylesmith.base_checkpoint_sha256", ""),
+            training=json.loads(metadata.get("stylesmith.training", "{}")))

@@ -4,6 +4,7 @@ A pickle (.pt/.ckpt/.bin) can run code when loaded, so it is refused before any 
 unpickled. Every StyleSmith loader goes through `read_safetensors`.
 """
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -36,7 +37,26 @@ def read_safetensors(path, what: str) -> tuple[dict[str, torch.Tensor], dict[str
         size = os.path.getsize(path)
         raise WeightFileError(f"{path.name} is not a valid safetensors {what} ({e}; {size} bytes): the file is "
                               "truncated or corrupt. Download or export it again.") from e
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor.float()).all():
+            raise WeightFileError(f"{path.name}: tensor {name} holds NaN or infinite values, so everything made with "
+                                  f"this {what} would be NaN (often a training run that diverged). Train or export "
+                                  "it again.")
     return tensors, metadata
+
+
+@contextmanager
+def reading_metadata(path, what: str):
+    """Any error while a reader interprets a file's metadata (a missing key, malformed JSON, a value of the wrong
+    type) becomes a WeightFileError that names the file."""
+    try:
+        yield
+    except WeightFileError:
+        raise
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        detail = f"missing key {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise WeightFileError(f"{Path(path).name}: the {what}'s metadata cannot be read ({detail}). The file is "
+                              "damaged; export or train it again.") from e
 
 
 def check_format(metadata: dict, path: Path, fmt: str, version: str, what: str, origin: str) -> None:

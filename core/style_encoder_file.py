@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from .image_preprocess import Preprocess
-from .safe_files import WeightFileError, check_format, read_safetensors, write_safetensors_atomic
+from .safe_files import WeightFileError, check_format, read_safetensors, reading_metadata, write_safetensors_atomic
 from .style_encoder import StyleEncoder, StyleEncoderConfig
 
 FORMAT = "style_encoder"
@@ -40,13 +40,14 @@ def save_style_encoder(encoder: StyleEncoder, path) -> None:
 def read_config(metadata: dict, path: Path) -> StyleEncoderConfig:
     check_format(metadata, path, FORMAT, FORMAT_VERSION, "a StyleSmith style encoder",
                  "Style encoders come from the style-token trainers; put them in models/style_encoders.")
-    return StyleEncoderConfig(
-        family=metadata["stylesmith.family"], architecture=metadata["stylesmith.architecture"],
-        backbone_config=json.loads(metadata["stylesmith.backbone_config"]),
-        heads={k: int(v) for k, v in json.loads(metadata["stylesmith.heads"]).items()},
-        preprocess=Preprocess.from_dict(json.loads(metadata["stylesmith.preprocess"])),
-        n_tokens=int(metadata["stylesmith.n_tokens"]),
-        training=json.loads(metadata.get("stylesmith.training", "{}")))
+    with reading_metadata(path, WHAT):
+        return StyleEncoderConfig(
+            family=metadata["stylesmith.family"], architecture=metadata["stylesmith.architecture"],
+            backbone_config=json.loads(metadata["stylesmith.backbone_config"]),
+            heads={k: int(v) for k, v in json.loads(metadata["stylesmith.heads"]).items()},
+            preprocess=Preprocess.from_dict(json.loads(metadata["stylesmith.preprocess"])),
+            n_tokens=int(metadata["stylesmith.n_tokens"]),
+            training=json.loads(metadata.get("stylesmith.training", "{}")))
 
 
 def load_style_encoder(path) -> StyleEncoder:

@@ -6,7 +6,11 @@
     OUTPUT_DIR/index-r<rank>.json                {image id: {"shard", "row", "style", "caption"}}, rewritten
                                                  atomically after each shard, so a killed run loses at most the
                                                  batch in progress and a resumed run skips every finished image
-Each rank writes its own files; `read_index` merges them, `load_tokens` is the one tensor reader.
+    OUTPUT_DIR/losses-r<rank>.json               {shard: [loss per step]}, the inversion's loss curve of each
+                                                 shard's batch, rewritten atomically with the index: the pictures
+                                                 of a resumed run cover the whole run
+Each rank writes its own files; `read_index` and `read_loss_curves` merge them, `load_tokens` is the one tensor
+reader.
 """
 import json
 import os
@@ -14,33 +18,53 @@ from pathlib import Path
 
 import torch
 
-from .safe_files import WeightFileError, read_safetensors, write_safetensors_atomic
+from .safe_files import WeightFileError, read_safetensors, reading_metadata, write_safetensors_atomic
 
 FORMAT = "style_token_shard"
 FORMAT_VERSION = "1"
 
 
 def write_shard(folder: Path, rank: int, number: int, tokens: dict[str, torch.Tensor], records: dict[str, dict],
-                metadata: dict[str, str]) -> None:
-    """Write one shard, then add its records (id -> style, caption; row order = tokens' rows) to the rank's index."""
+                metadata: dict[str, str], loss_curve: list[float]) -> None:
+    """Write one shard, then add its records (id -> style, caption; row order = tokens' rows) to the rank's index
+    and its batch's loss curve to the rank's loss file."""
     folder = Path(folder)
     shard = f"tokens-r{rank}-{number:05d}.safetensors"
     write_safetensors_atomic(tokens, folder / shard, {"stylesmith.format": FORMAT,
                                                       "stylesmith.format_version": FORMAT_VERSION, **metadata})
-    index_path = folder / f"index-r{rank}.json"
-    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-    for row, (image_id, record) in enumerate(records.items()):
-        index[image_id] = dict(record, shard=shard, row=row)
-    tmp = folder / f".index-r{rank}.json.partial"
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, index_path)
+    _update_json(folder / f"losses-r{rank}.json", "stage-1 loss curves", {shard: loss_curve})
+    _update_json(folder / f"index-r{rank}.json", "stage-1 token index",
+                 {image_id: dict(record, shard=shard, row=row) for row, (image_id, record) in enumerate(records.items())})
+
+
+def _read_json(path: Path, what: str) -> dict:
+    with reading_metadata(path, what):
+        return json.loads(path.read_text())
+
+
+def _update_json(path: Path, what: str, entries: dict) -> None:
+    """Add `entries` to the JSON object at `path`, atomically: a kill leaves the old file or the new one."""
+    content = _read_json(path, what) if path.is_file() else {}
+    content.update(entries)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(content, indent=1))
+    os.replace(tmp, path)
+
+
+def _merged(folder, pattern: str, what: str) -> dict:
+    merged = {}
+    for path in sorted(Path(folder).glob(pattern)):
+        merged.update(_read_json(path, what))
+    return merged
 
 
 def read_index(folder) -> dict[str, dict]:
-    index = {}
-    for path in sorted(Path(folder).glob("index-r*.json")):
-        index.update(json.loads(path.read_text()))
-    return index
+    return _merged(folder, "index-r*.json", "stage-1 token index")
+
+
+def read_loss_curves(folder) -> dict[str, list[float]]:
+    """{shard: the inversion's loss per step for that shard's batch}, over every rank and every run, in shard order."""
+    return _merged(folder, "losses-r*.json", "stage-1 loss curves")
 
 
 def load_tokens(folder, ids: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -13,6 +13,12 @@ from ..core.osasis_semantics import (
     DEFAULT_TEMPLATE,
     image_embedding_context,
 )
+from .checks import (
+    require_finite_conditioning,
+    require_finite_inputs,
+    require_finite_output,
+    require_finite_tensor,
+)
 from .style_tokens import StyleEncoderType, encode_with_style, image_to_style_tokens
 
 CATEGORY = "StyleSmith/OSASIS"
@@ -99,7 +105,9 @@ class OsasisStructuralEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, latent, z_content, t0, steps, scheduler, inversion_iterations):
-        samples = latent["samples"]
+        require_finite_inputs(t0=t0)
+        samples = require_finite_tensor("The latent", latent["samples"], "the image it was encoded from has NaN or "
+                                        "infinite pixels, or the VAE is broken. Check the image and the VAE.")
         channels = bridge.latent_channels(model)
         if samples.ndim != 4 or samples.shape[1] != channels:
             raise ValueError(f"The latent has shape {tuple(samples.shape)} but this MODEL works on {channels}-channel "
@@ -113,6 +121,7 @@ class OsasisStructuralEncode(io.ComfyNode):
         code = bridge.run_step_rule(
             model, lambda x, s, eps, report: ddim_invert(x, s, eps, inversion_iterations, callback=report),
             sigmas, z_content, samples)
+        require_finite_output("OSASIS Structural Encode", code, "a MODEL or z_content holding NaN weights or values")
         return io.NodeOutput(StructuralCode(code.cpu(), samples.clone(), sigmas, t0, steps, scheduler,
                                             family_of_model(model).key))
 
@@ -138,15 +147,17 @@ class OsasisSemanticEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, clip, template, placeholder, style_encoder=None, clip_vision=None):
+        require_finite_tensor("The image", image, "load it again, or check the node that made it.")
         if style_encoder is not None:
-            return io.NodeOutput(encode_with_style(clip, template, image_to_style_tokens(style_encoder, image),
-                                                   placeholder))
-        if clip_vision is None:
+            z_sem = encode_with_style(clip, template, image_to_style_tokens(style_encoder, image), placeholder)
+        elif clip_vision is None:
             raise ValueError("OSASIS Semantic Encode needs a style_encoder (Load Style Encoder) or a clip_vision "
                              "(Load CLIP Vision) input: connect one.")
-        embeds = bridge.clip_image_embeds(clip_vision, image)
-        context = image_embedding_context(embeds.float(), sum(text_encoder_widths(clip).values()))
-        return io.NodeOutput([[context, {}]])
+        else:
+            embeds = bridge.clip_image_embeds(clip_vision, image)
+            z_sem = [[image_embedding_context(embeds.float(), sum(text_encoder_widths(clip).values())), {}]]
+        return io.NodeOutput(require_finite_conditioning("OSASIS Semantic Encode", z_sem,
+                                                         "the CLIP, the style encoder or the CLIP vision model"))
 
 
 class OsasisDecode(io.ComfyNode):
@@ -180,6 +191,7 @@ class OsasisDecode(io.ComfyNode):
     @classmethod
     def execute(cls, model, structure, z_content, mix, spn_weight, lora_strength, osasis_style=None, z_style=None,
                 prompt=None):
+        require_finite_inputs(mix=mix, spn_weight=spn_weight, lora_strength=lora_strength)
         bridge.check_model_family("The structural code is", structure.family, model)
         for name, conditioning in (("z_content", z_content), ("z_style", z_style), ("prompt", prompt)):
             if conditioning:
@@ -199,6 +211,8 @@ class OsasisDecode(io.ComfyNode):
         samples = bridge.run_step_rule(
             model, lambda x, s, eps, report: osasis_decode(x, s, eps, spn, clean, timesteps, spn_weight, report),
             structure.sigmas, positive, structure.code)
+        require_finite_output("OSASIS Decode", samples, "the OSASIS style (LoRA or SPN), the MODEL, or z_content / "
+                              "z_style / prompt")
         return io.NodeOutput({"samples": samples.cpu()})
 
 

@@ -1,5 +1,6 @@
 """Style-token nodes (Chang): load an encoder, image -> STYLE_TOKENS, prompt with style, concat, export."""
 import json
+import os
 
 import torch
 
@@ -9,6 +10,7 @@ from ..comfy_adapter.v3 import io
 from ..core.image_preprocess import preprocess
 from ..core.style_tokens import StyleTokens
 from ..core.token_injection import check_widths, inject_into_prompt
+from .checks import require_finite_conditioning, require_finite_inputs
 
 CATEGORY = "StyleSmith/style tokens"
 FOLDER = "style_encoders"
@@ -39,7 +41,8 @@ def encode_with_style(clip, text: str, style: StyleTokens, placeholder: str) -> 
     extra = dict(pooled[0])
     if "pooled_output" in extra:
         extra["pooled_output"] = torch.cat([p["pooled_output"] for p in pooled])
-    return [[torch.cat(conds), extra]]
+    return require_finite_conditioning("Prompt with Style Tokens", [[torch.cat(conds), extra]],
+                                       "the CLIP's weights (a broken checkpoint or LoRA)")
 
 
 def image_to_style_tokens(style_encoder: LoadedStyleEncoder, image) -> StyleTokens:
@@ -146,6 +149,7 @@ class ConcatStyle(io.ComfyNode):
 
     @classmethod
     def execute(cls, conditioning, strength, style_tokens=None, clip=None, style_conditioning=None):
+        require_finite_inputs(strength=strength)
         if (style_tokens is None) == (style_conditioning is None):
             raise ValueError("Connect exactly one style: either style_tokens (with clip) or style_conditioning.")
         if style_tokens is not None:
@@ -160,7 +164,9 @@ class ConcatStyle(io.ComfyNode):
             if style.shape[0] not in (1, cond.shape[0]):
                 raise ValueError(f"The style has {style.shape[0]} entries and the conditioning {cond.shape[0]}; "
                                  "use one style (batch_mode 'average') or as many as the conditioning.")
-        return io.NodeOutput(bridge.append_tokens(conditioning, style))
+        return io.NodeOutput(require_finite_conditioning("Concat Style to Conditioning",
+                                                         bridge.append_tokens(conditioning, style),
+                                                         "conditioning or style_conditioning holding NaN values"))
 
 
 class SaveStyleEmbedding(io.ComfyNode):
@@ -173,19 +179,26 @@ class SaveStyleEmbedding(io.ComfyNode):
             inputs=[
                 StyleTokensType.Input("style_tokens", tooltip="From Image to Style Tokens."),
                 io.String.Input("name", default="stylesmith_style",
-                                tooltip="File name without extension; a batch adds _0, _1, ..."),
+                                tooltip="File name without extension: letters, digits, '_', '-', '.'; a batch adds "
+                                        "_0, _1, ..."),
+                io.Boolean.Input("overwrite", default=False, optional=True,
+                                 tooltip="Replace an embedding of the same name; off: an existing name is refused."),
             ],
             outputs=[io.String.Output(display_name="prompt_word",
                                       tooltip="embedding:NAME, ready to put in a prompt.")],
             is_output_node=True)
 
     @classmethod
-    def execute(cls, style_tokens, name):
-        from ..core.embedding_file import save_embedding
-        if not name.strip() or any(c in name for c in "/\\:") or name.startswith("."):
-            raise ValueError(f"'{name}' is not a usable embedding name: use letters, digits, '_' or '-'.")
+    def execute(cls, style_tokens, name, overwrite=False):
+        from ..core.embedding_file import check_embedding_name, save_embedding
         folder = bridge.embeddings_folder()
         names = [name] if style_tokens.batch_size == 1 else [f"{name}_{i}" for i in range(style_tokens.batch_size)]
+        for file_name in names:
+            check_embedding_name(file_name)
+        existing = [n for n in names if os.path.exists(f"{folder}/{n}.safetensors")]
+        if existing and not overwrite:
+            raise ValueError(f"{', '.join(existing)} already exist(s) in {folder}: pick another name, or switch "
+                             "overwrite on to replace them.")
         for index, file_name in enumerate(names):
             save_embedding(style_tokens.item(index), style_tokens.family, f"{folder}/{file_name}.safetensors")
         words = " ".join(f"embedding:{n}" for n in names)

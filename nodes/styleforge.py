@@ -4,6 +4,7 @@ import re
 from ..comfy_adapter import bridge
 from ..comfy_adapter.v3 import io
 from ..core.lora_file import read_lora
+from .checks import require_finite_inputs
 
 CATEGORY = "StyleSmith/StyleForge"
 FOLDER = "loras"
@@ -39,6 +40,7 @@ class StyleForgeLoraLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, lora_name, strength_model, strength_clip):
+        require_finite_inputs(strength_model=strength_model, strength_clip=strength_clip)
         tensors, info = read_lora(bridge.model_file_path(FOLDER, lora_name))
         if info.family is not None:
             bridge.check_model_family(f"{lora_name} is a LoRA", info.family, model)

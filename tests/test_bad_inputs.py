@@ -30,6 +30,38 @@ def edit(workflow: str, node: str, **inputs):
     return make
 
 
+def with_concat():
+    """style-tokens-sd15 with its prompt passed through Concat Style (the one float node no bundled workflow uses)."""
+    api = copy.deepcopy(api_workflows()["style-tokens-sd15"])
+    api["11"] = {"class_type": "StyleSmithConcatStyle",
+                 "inputs": {"conditioning": ["6", 0], "strength": 1.0, "style_tokens": ["4", 0], "clip": ["1", 1]}}
+    api["8"]["inputs"]["positive"] = ["11", 0]
+    return api
+
+
+# Where each StyleSmith node with a FLOAT input runs in a graph: node type -> (graph maker, node id).
+FLOAT_NODES = {"StyleSmithStyleForgeLoraLoader": (edit("styleforge-sd15", "2"), "2"),
+               "StyleSmithConcatStyle": (with_concat, "11"),
+               "StyleSmithOsasisStructuralEncode": (edit("osasis-stylise-sd15", "8"), "8"),
+               "StyleSmithOsasisDecode": (edit("osasis-stylise-sd15", "10"), "10")}
+
+
+def float_inputs(object_info) -> list[tuple[str, str]]:
+    ours = {n: i for n, i in object_info.items() if i["python_module"].endswith("ComfyUI-StyleSmith")}
+    return sorted((node, name) for node, info in ours.items() for section in ("required", "optional")
+                  for name, spec in info["input"].get(section, {}).items() if spec[0] == "FLOAT")
+
+
+def with_value(node_type: str, name: str, value: float):
+    make, node_id = FLOAT_NODES[node_type]
+
+    def graph():
+        api = make()
+        api[node_id]["inputs"][name] = value
+        return api
+    return graph
+
+
 def tiny_content():
     """The stylise workflow on its content image scaled down to 8 x 8 pixels."""
     api = copy.deepcopy(api_workflows()["osasis-stylise-sd15"])
@@ -66,7 +98,39 @@ SERVER_CASES = {
                                       "is not an OSASIS style (styleforge_lora). OSASIS styles come from"),
     "content image of 8x8 pixels (a 1x1 latent)": (tiny_content, "is 1x1, not a multiple of 8 (the UNet halves it "
                                                                   "three times): scale or crop"),
+    "LoRA text-encoder strength -inf": (with_value("StyleSmithStyleForgeLoraLoader", "strength_clip", float("-inf")),
+                                        "Value -inf smaller than min of -10.0"),
+    "Concat strength inf": (with_value("StyleSmithConcatStyle", "strength", float("inf")),
+                            "Value inf bigger than max of 10.0"),
+    "SPN weight inf": (with_value("StyleSmithOsasisDecode", "spn_weight", float("inf")),
+                       "Value inf bigger than max of 2.0"),
+    "LoRA holding NaN weights": (edit("styleforge-sd15", "2", lora_name="nan.safetensors"),
+                                 "nan.safetensors: tensor lora_unet_"),
+    "OSASIS style holding NaN weights": (edit("osasis-stylise-sd15", "9", style_name="nan.safetensors"),
+                                         "nan.safetensors: tensor spn."),
+    "style encoder holding NaN weights": (edit("style-tokens-sd15", "2", encoder_name="nan.safetensors"),
+                                          "nan.safetensors: tensor heads."),
+    "style encoder with malformed JSON metadata": (edit("style-tokens-sd15", "2", encoder_name="bad-json.safetensors"),
+                                                   "bad-json.safetensors: the style encoder's metadata cannot be read"),
+    "OSASIS style with malformed JSON metadata": (edit("osasis-stylise-sd15", "9", style_name="bad-json.safetensors"),
+                                                  "bad-json.safetensors: the OSASIS style's metadata cannot be read"),
+    "LoRA with malformed trigger metadata": (edit("styleforge-sd15", "2", lora_name="bad-json.safetensors"),
+                                             "bad-json.safetensors: the LoRA's metadata cannot be read"),
 }
+
+
+def rewritten(source, target, tensor_edit=None, metadata_edit=None) -> None:
+    """Copy a safetensors file with one tensor or metadata entry spoiled."""
+    from safetensors.torch import load_file, save_file
+    from core.safe_files import read_safetensors
+    _, metadata = read_safetensors(source, "test file")
+    tensors = load_file(str(source))
+    if tensor_edit:
+        prefix = tensor_edit
+        name = sorted(k for k in tensors if k.startswith(prefix) and tensors[k].is_floating_point())[0]
+        tensors[name] = tensors[name].clone()
+        tensors[name].view(-1)[0] = float("nan")
+    save_file(tensors, str(target), metadata=dict(metadata, **(metadata_edit or {})))
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +145,12 @@ def bad_files_on_server(comfy_server, tiny_models_dir):
     style = (tiny_models_dir / "osasis" / DEFAULT_OSASIS_STYLES["sd15"]).read_bytes()
     (models / "osasis" / "truncated.safetensors").write_bytes(style[:1000])
     shutil.copyfile(tiny_models_dir / "loras" / SD15_LORA, models / "osasis" / "a-lora.safetensors")
+    sources = {"loras": (tiny_models_dir / "loras" / SD15_LORA, "lora_unet_", "stylesmith.components"),
+               "osasis": (tiny_models_dir / "osasis" / DEFAULT_OSASIS_STYLES["sd15"], "spn.", "stylesmith.spn_config"),
+               "style_encoders": (tiny_models_dir / "style_encoders" / SD15_ENCODER, "heads.", "stylesmith.heads")}
+    for folder, (source, prefix, json_key) in sources.items():
+        rewritten(source, models / folder / "nan.safetensors", tensor_edit=prefix)
+        rewritten(source, models / folder / "bad-json.safetensors", metadata_edit={json_key: "{not json"})
     return comfy_server
 
 
@@ -95,6 +165,19 @@ def test_server_names_the_problem_and_stays_up(case, bad_files_on_server):
     if case.startswith("missing"):   # the same words on every host (from 0.8 the host checks file lists itself)
         assert "Put it there and refresh." in shown and "Value not in list" not in shown, result.error
     assert bad_files_on_server.process.poll() is None, "the server died"
+
+
+@pytest.mark.server
+def test_every_float_input_of_every_node_refuses_nan(bad_files_on_server, object_info):
+    """Every FLOAT input /object_info lists for a StyleSmith node, sent NaN through the API (ComfyUI's JSON reader
+    accepts it, and NaN passes min/max checks). A node with a new FLOAT input fails here until FLOAT_NODES says
+    where it runs."""
+    inputs = float_inputs(object_info)
+    assert len(inputs) >= 7 and {node for node, _ in inputs} <= set(FLOAT_NODES), inputs
+    for node, name in inputs:
+        result = bad_files_on_server.run(with_value(node, name, float("nan"))())
+        assert result.status == "error", f"{node}.{name} = NaN ran"
+        assert f"{name} is nan: give a finite number" in json.dumps(result.error), result.error
 
 
 @pytest.mark.server
@@ -132,6 +215,15 @@ def decode(host, s, **inputs):
                 spn_weight=0.1, lora_strength=1.0, **inputs)
 
 
+def one_inf(tensor: torch.Tensor) -> torch.Tensor:
+    tensor.view(-1)[tensor.numel() // 2] = float("inf")
+    return tensor
+
+
+def save_embedding(host, s, name: str):
+    return call(host, "SaveStyleEmbedding", style_tokens=tokens(host, s, torch.rand(1, 16, 16, 3))[0], name=name)
+
+
 def tokens(host, s, image):
     return call(host, "ImageToStyleTokens", style_encoder=s["encoder"], image=image, batch_mode="per image")
 
@@ -159,6 +251,21 @@ NODE_CASES = {
                                            "z_content holds 3 codes but the latent batch has 2"),
     "z_style token count unlike z_content": (lambda h, s: decode(h, s, z_style=[[torch.zeros(1, 154, 768), {}]]),
                                              "z_content has 77 tokens of width 768 but z_style has 154"),
+    "latent with one inf value": (lambda h, s: structure(h, dict(s, latent={"samples": one_inf(torch.zeros(2, 4, 8, 8))})),
+                                  "The latent holds NaN or infinite values: the image it was encoded from"),
+    "image with one inf pixel to Semantic Encode": (lambda h, s: call(
+        h, "OsasisSemanticEncode", image=one_inf(torch.rand(1, 16, 16, 3)), clip=s["clip"], style_encoder=s["encoder"],
+        template="a", placeholder="sks"), "The image holds NaN or infinite values"),
+    "style conditioning holding NaN (output check)": (lambda h, s: call(
+        h, "ConcatStyle", conditioning=s["cond"], strength=1.0,
+        style_conditioning=[[torch.full((1, 77, 768), float("nan")), {}]]),
+        "Concat Style to Conditioning produced NaN or infinite values. The likely cause: conditioning or"),
+    "embedding name with a space": (lambda h, s: save_embedding(h, s, "my style"), "is not a usable embedding name"),
+    "embedding name of 300 characters": (lambda h, s: save_embedding(h, s, "x" * 300),
+                                         "(300 characters) is not a usable embedding name"),
+    "embedding name with a NUL": (lambda h, s: save_embedding(h, s, "a\x00b"), "is not a usable embedding name"),
+    "embedding name already taken": (lambda h, s: [save_embedding(h, s, "stylesmith_taken") for _ in range(2)],
+                                     "stylesmith_taken already exist(s) in"),
 }
 
 
@@ -197,8 +304,14 @@ def files(tmp_path_factory, tiny_models_dir):
     content_image(64).save(root / "content.png")
     (root / "broken.png").write_bytes(b"not an image")
     (root / "model.ckpt.safetensors").write_bytes(pickle.dumps({"state_dict": {}}))
-    return {"root": root, "checkpoint": tiny_models_dir / "checkpoints" / TINY_CHECKPOINTS["sd15"],
-            "encoder": tiny_models_dir / "style_encoders" / SD15_ENCODER}
+    (root / "a-file").write_text("not a folder")
+    (root / "styles").mkdir()
+    for i in range(2):
+        style_reference(64, seed=i).save(root / "styles" / f"s{i}____{i}.png")
+    encoder = tiny_models_dir / "style_encoders" / SD15_ENCODER
+    rewritten(encoder, root / "nan-encoder.safetensors", tensor_edit="backbone.")
+    rewritten(encoder, root / "bad-json-encoder.safetensors", metadata_edit={"stylesmith.preprocess": "{not json"})
+    return {"root": root, "checkpoint": tiny_models_dir / "checkpoints" / TINY_CHECKPOINTS["sd15"], "encoder": encoder}
 
 
 def styleforge(f, out, *extra):
@@ -240,6 +353,23 @@ TRAINER_CASES = {
     "style tokens stage 2: holdout above one": (lambda f, o: [
         "style_tokens_stage2", "--data", str(f["root"] / "images"), "--tokens", str(o), "--output-dir", str(o),
         "--holdout", "2"], "--holdout must be between 0 and 1"),
+    "StyleForge: output dir is a file": (lambda f, o: styleforge(f, o, "--output-dir", str(f["root"] / "a-file")),
+                                         "is a file: give a folder"),
+    "OSASIS: output dir is a file": (lambda f, o: osasis(f, o, "--output-dir", str(f["root"] / "a-file")),
+                                     "is a file: give a folder"),
+    "OSASIS: style encoder with malformed metadata": (lambda f, o: osasis(
+        f, o, "--style-encoder", str(f["root"] / "bad-json-encoder.safetensors")),
+        "bad-json-encoder.safetensors: the style encoder's metadata cannot be read"),
+    "style tokens stage 1: output dir inside a file": (lambda f, o: [
+        "style_tokens_stage1", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "images"),
+        "--output-dir", str(f["root"] / "a-file" / "tokens")], "a-file is a file, not a folder"),
+    "style tokens stage 1: export name with a space": (lambda f, o: [
+        "style_tokens_stage1", "--output-dir", str(o), "--export", "img", "--to", str(o / "my style.safetensors")],
+        "is not a usable embedding name"),
+    "style tokens stage 3: style encoder holding NaN weights": (lambda f, o: [
+        "style_tokens_stage3", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "styles"),
+        "--encoder", str(f["root"] / "nan-encoder.safetensors"), "--output-dir", str(o)],
+        "nan-encoder.safetensors: tensor backbone."),
     "style tokens stage 3: resolution not a multiple of 8": (lambda f, o: [
         "style_tokens_stage3", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "images"),
         "--encoder", str(f["encoder"]), "--output-dir", str(o), "--resolution", "30"],

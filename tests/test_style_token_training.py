@@ -9,7 +9,7 @@ import torch
 from core.image_folder import DatasetError
 from core.style_dataset import read_style_dataset
 from core.synthetic_styles import write_synthetic_style_set
-from core.token_shards import load_tokens, read_index
+from core.token_shards import load_tokens, read_index, read_loss_curves
 from devkit.paths import REPO_ROOT
 from trainers import style_tokens_stage1 as stage1
 
@@ -179,6 +179,9 @@ def test_stage1_kill_and_resume_ends_with_the_uninterrupted_tokens(tiny_checkpoi
     uninterrupted, _ = load_tokens(straight, ids)
     assert (resumed["clip_l"] - uninterrupted["clip_l"]).abs().max() <= 1e-6
     assert not list(interrupted.glob(".*partial"))
+    curves, straight_curves = read_loss_curves(interrupted), read_loss_curves(straight)
+    assert list(curves) == list(straight_curves) and len(curves) == 3, "loss.png covers the run before the kill too"
+    assert all(abs(a - b) <= 1e-5 for shard in curves for a, b in zip(curves[shard], straight_curves[shard]))
 
 
 def test_stage3_moves_the_encoder_through_the_text_encoder_and_unet(tiny_checkpoint, synthetic, tmp_path):

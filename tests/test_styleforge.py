@@ -15,6 +15,7 @@ from devkit.in_process import NodeExecutionError
 from devkit.paths import REPO_ROOT
 from devkit.processes import kill_when_written
 from devkit.workflows import api_workflows
+from trainers import common
 from trainers.styleforge import parse_args, train
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.hosts]
@@ -159,14 +160,19 @@ def test_sdxl_lora_covers_both_text_encoders(tiny_checkpoint, image_sets, tmp_pa
     assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()]
 
 
-def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, image_sets, tmp_path):
+def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, image_sets, tmp_path, monkeypatch):
     interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
     command = [sys.executable, "-m", "trainers.styleforge", *argv(tiny_checkpoint("sd15"), image_sets, interrupted,
                                                                   steps=200)[:-1], "--save-every", "2"]
     kill_when_written(command, interrupted / "checkpoint.pt")
     saved_step = torch.load(interrupted / "checkpoint.pt", weights_only=True)["step"]
     assert 2 <= saved_step < 8
-    resumed = train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, interrupted, steps=8)[:-1] + ["--save-every", "2"]))
+    grids = []
+    monkeypatch.setattr(common, "save_image_grid", lambda rows, path: grids.append(list(rows)))
+    resumed = train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, interrupted, steps=8)[:-1] +
+                               ["--save-every", "2", "--sample-steps", "1"]))
+    assert grids == [["style without LoRA", "style with LoRA, step 8"]], "a resumed run's samples.png is whole"
+    monkeypatch.undo()
     for lora in resumed.loras.values():
         lora.detach()
     uninterrupted = train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, straight, steps=8)))

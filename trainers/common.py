@@ -47,8 +47,20 @@ def check_common_args(p: argparse.ArgumentParser, args, zero_steps_means: str | 
             p.error(f"--{flag.replace('_', '-')} must be at least 1 (got {getattr(args, flag)})")
     if args.lr <= 0:
         p.error(f"--lr must be positive (got {args.lr})")
+    check_output_dir(p, args.output_dir)
     if args.precision == "fp16" and (args.device or "cpu") == "cpu" and not torch.cuda.is_available():
         p.error("--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+
+
+def check_output_dir(p: argparse.ArgumentParser, output_dir: Path) -> None:
+    """Before any work: OUTPUT_DIR must be a folder that exists or can be made, and that this user can write."""
+    existing = next((d for d in (output_dir, *output_dir.parents) if d.exists()), None)
+    if output_dir.exists() and not output_dir.is_dir():
+        p.error(f"--output-dir {output_dir} is a file: give a folder (it is made if missing)")
+    if existing is not None and not existing.is_dir():
+        p.error(f"--output-dir {output_dir} cannot be made: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        p.error(f"--output-dir {output_dir} cannot be written: no write permission on {existing}")
 
 
 # ---- distributed ------------------------------------------------------------------------------
@@ -166,7 +178,7 @@ def load_checkpoint(output_dir: Path, config: dict) -> dict | None:
     return state
 
 
-RESUMABLE_CHANGES = {"steps", "save_every", "output_dir", "no_resume", "device"}
+RESUMABLE_CHANGES = {"steps", "save_every", "output_dir", "no_resume", "device", "sample_steps"}  # no effect on training
 
 
 def resume(args, config: dict, stateful: dict) -> tuple[int, dict]:

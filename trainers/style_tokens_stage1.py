@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from core.embedding_file import save_embedding
+from core.embedding_file import check_embedding_name, save_embedding
 from core.image_folder import square_crop
 from core.style_dataset import read_style_dataset
-from core.token_shards import load_tokens, read_index, write_shard
+from core.token_shards import load_tokens, read_index, read_loss_curves, write_shard
 
 from comfy_adapter.diffusion import encode_prompt_with_style, open_checkpoint
 from comfy_adapter.families import text_encoder_widths
@@ -51,6 +51,10 @@ def parse_args(argv=None):
     if args.export is not None:
         if args.to is None:
             p.error("--export needs --to PATH")
+        try:
+            check_embedding_name(args.to.stem)
+        except ValueError as e:
+            p.error(f"--to {args.to}: {e}")
         return args
     common.check_common_args(p, args)
     if args.checkpoint is None or args.data is None:
@@ -117,6 +121,17 @@ def write_samples(diffusion, examples, tokens: dict, args) -> None:
                             "generated from its tokens": generated}, args.output_dir / "samples.png")
 
 
+def plot_loss_curves(output_dir: Path) -> None:
+    """loss.png from every batch inverted so far, this run's and earlier runs' alike: the last 8 batches and the
+    mean curve over all of them."""
+    curves = list(read_loss_curves(output_dir).values())
+    shown = {f"batch {len(curves) - len(curves[-8:]) + i + 1}": list(enumerate(c, 1)) for i, c in enumerate(curves[-8:])}
+    length = min(len(c) for c in curves)
+    shown[f"mean of {len(curves)} batches"] = [(step + 1, sum(c[step] for c in curves) / len(curves))
+                                               for step in range(length)]
+    common.plot_losses(shown, output_dir / "loss.png", "stage 1: loss per step")
+
+
 def export(args) -> None:
     index = read_index(args.output_dir)
     if args.export not in index:
@@ -143,7 +158,6 @@ def train(args) -> dict:
         "this rank": f"{len(mine)} images, {len(mine) - len(todo)} already done"}, world)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     shard_number = len({r["shard"] for r in done.values() if r["shard"].startswith(f"tokens-r{world.rank}-")})
-    curves = []
     batches = [todo[i:i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
     started = time.perf_counter()
     for batch in tqdm(batches, desc=f"stage 1 (rank {world.rank})", disable=not batches):
@@ -153,21 +167,21 @@ def train(args) -> dict:
         write_shard(args.output_dir, world.rank, shard_number, tokens,
                     {e.id: {"style": e.style, "caption": e.caption} for e in batch},
                     {"stylesmith.family": diffusion.family, "stylesmith.n_tokens": str(args.n_tokens),
-                     "stylesmith.steps": str(args.steps), "stylesmith.dataset_fingerprint": dataset.fingerprint()})
+                     "stylesmith.steps": str(args.steps), "stylesmith.dataset_fingerprint": dataset.fingerprint()},
+                    loss_curve=history)
         shard_number += 1
-        curves.append(history)
         if world.is_main:
-            common.plot_losses({f"batch {i + 1}": list(enumerate(c, 1)) for i, c in enumerate(curves[-8:])},
-                               args.output_dir / "loss.png", "stage 1: loss per step, last 8 batches")
+            plot_loss_curves(args.output_dir)
     seconds = time.perf_counter() - started
+    world.barrier()
     if world.is_main and args.sample_steps and batches:
-        shown = batches[0][:4]
+        index = read_index(args.output_dir)
+        shown = [e for e in dataset.examples if e.id in index][:4]   # the same images, however often it resumed
         tokens, _ = load_tokens(args.output_dir, [e.id for e in shown])
         write_samples(diffusion, shown, tokens, args)
     (args.output_dir / f"throughput-r{world.rank}.json").write_text(json.dumps({
         "images": len(todo), "seconds": seconds, "images_per_minute": 60 * len(todo) / max(seconds, 1e-9),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-    world.barrier()
     world.close()
     return read_index(args.output_dir)
 

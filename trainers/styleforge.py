@@ -219,8 +219,8 @@ def train(args) -> TrainResult:
     stateful = {"lora": loras, "optimizer": optimizer}
     start, history = common.resume(args, config, stateful)
     loss_module = DualBindingLoss(diffusion, loras, data, args.prior_weight, args.batch_size)
-    base_rows = {}
-    if world.is_main and args.sample_steps and start == 0:
+    base_rows = {}   # drawn whenever this run ends with pictures, so a resumed run's samples.png is whole too
+    if world.is_main and args.sample_steps and start < args.steps:
         base_rows = {f"{d.component.name} without LoRA": diffusion.sample(
             [d.instance_prompt] + [f"{p}, in {d.component.trigger}" for p in args.sample_prompt],
             "blurry, low quality", min(args.resolution, 512), args.sample_steps, args.seed) for d in data}
