@@ -56,6 +56,6 @@ def preprocess(images: torch.Tensor, spec: Preprocess) -> torch.Tensor:
                           antialias=spec.interpolation in ("bilinear", "bicubic") and scale < 1)
     top, left = (new_h - spec.size) // 2, (new_w - spec.size) // 2
     x = x[..., top:top + spec.size, left:left + spec.size].clamp(0, 1)
-    mean = torch.tensor(spec.mean, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=x.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
