@@ -8,7 +8,7 @@ def family_of_model(model_patcher) -> families.ModelFamily:
     family = families.family_of_comfy_config({cls.__name__ for cls in type(config).__mro__})
     if family is None:
         raise ValueError(f"ComfyUI detects this model as {type(config).__name__}; StyleSmith serves "
-                         f"{families.SUPPORTED} models. Load an {families.SUPPORTED} checkpoint.")
+                         f"{families.SUPPORTED} models. Load an {families.ANY_SUPPORTED} checkpoint.")
     return family
 
 
@@ -20,6 +20,6 @@ def text_encoder_widths(clip) -> dict[str, int]:
         tokenizer = getattr(clip.tokenizer, f"clip_{key}", None)
         if tokenizer is None or not hasattr(tokenizer, "embedding_size"):
             raise ValueError(f"This CLIP has a text encoder '{key}' StyleSmith does not know; style tokens need an "
-                             f"{families.SUPPORTED} CLIP.")
+                             f"{families.ANY_SUPPORTED} CLIP.")
         widths[f"clip_{key}"] = int(tokenizer.embedding_size)
     return widths

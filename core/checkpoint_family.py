@@ -7,7 +7,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from .families import FAMILIES, SUPPORTED, family_of_checkpoint_keys
+from .families import ANY_SUPPORTED, FAMILIES, SUPPORTED, family_of_checkpoint_keys
 
 
 def checkpoint_family(path: Path) -> str:
@@ -25,5 +25,5 @@ def checkpoint_family(path: Path) -> str:
     if family is None:
         markers = " or ".join(f.checkpoint_marker for f in FAMILIES.values())
         raise ValueError(f"{path} is not a checkpoint of a family StyleSmith serves ({SUPPORTED}): it has no "
-                         f"text-encoder keys {markers}. Use an {SUPPORTED} checkpoint.")
+                         f"text-encoder keys {markers}. Use an {ANY_SUPPORTED} checkpoint.")
     return family.key

@@ -36,7 +36,8 @@ FAMILIES = {
         kohya_unet_naming="ldm", kohya_text_encoder_prefixes=("lora_te1_", "lora_te2_"),
         modelspec_architecture="stable-diffusion-xl-v1-base/lora", kohya_base_version="sdxl_base_v1-0"),
 }
-SUPPORTED = " and ".join(f.display_name for f in FAMILIES.values())
+SUPPORTED = " and ".join(f.display_name for f in FAMILIES.values())      # "SD1.x and SDXL"
+ANY_SUPPORTED = " or ".join(f.display_name for f in FAMILIES.values())   # "SD1.x or SDXL"
 
 
 def get_family(key: str) -> ModelFamily:
