@@ -102,9 +102,24 @@ class ComfyDiffusion:
         n = latents.shape[0]
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         sigma = self.sample_sigmas(n, generator).to(latents)
-        noisy = self.unet.model_sampling.noise_scaling(sigma, noise, latents)
-        eps = self.eps(noisy, sigma, self.model_inputs(cond.expand(n, -1, -1), pooled.expand(n, -1), latents))
+        eps = self._predicted_noise(latents, noise, sigma, cond.expand(n, -1, -1), pooled.expand(n, -1))
         return torch.nn.functional.mse_loss(eps.float(), noise.float())
+
+    def epsilon_losses(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor,
+                       generators: list[torch.Generator]) -> torch.Tensor:
+        """The DDPM objective per item (N,), in one UNet pass over the batch; cond and pooled hold one row per item.
+
+        Item i's noise and t come from generators[i], drawn as `epsilon_loss` draws them for one item, so an
+        item's loss does not depend on the batch it is in.
+        """
+        noise = torch.cat([torch.randn(latents[:1].shape, generator=g) for g in generators]).to(latents)
+        sigma = torch.cat([self.sample_sigmas(1, g) for g in generators]).to(latents)
+        eps = self._predicted_noise(latents, noise, sigma, cond, pooled)
+        return (eps.float() - noise.float()).pow(2).flatten(1).mean(1)
+
+    def _predicted_noise(self, latents, noise, sigma, cond, pooled) -> torch.Tensor:
+        noisy = self.unet.model_sampling.noise_scaling(sigma, noise, latents)
+        return self.eps(noisy, sigma, self.model_inputs(cond, pooled, latents))
 
     @torch.no_grad()
     def sample(self, prompts: list[str], negative: str, size: int, steps: int, seed: int, cfg: float = 7.0) -> torch.Tensor:

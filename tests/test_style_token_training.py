@@ -163,6 +163,21 @@ def test_knn_accuracy_and_the_retrieval_table(tmp_path, synthetic):
     assert rows[0] == "features,knn@1 style accuracy" and len(rows) == 5
 
 
+def test_stage1_batched_equals_one_image_at_a_time(tiny_checkpoint, synthetic, tmp_path):
+    """A batch goes through the UNet in one pass, each image with its own tokens, noise and t: every image's tokens
+    come out as when it is inverted alone."""
+    stage1.train(stage1_args(tiny_checkpoint("sd15"), synthetic, tmp_path / "batched", "--batch-size", "6", steps=3))
+    stage1.train(stage1_args(tiny_checkpoint("sd15"), synthetic, tmp_path / "alone", "--batch-size", "1", steps=3))
+    ids = [e.id for e in read_style_dataset(synthetic).examples]
+    batched, _ = load_tokens(tmp_path / "batched", ids)
+    alone, _ = load_tokens(tmp_path / "alone", ids)
+    assert len({r["shard"] for r in read_index(tmp_path / "batched").values()}) == 1
+    defaults = stage1_args(tiny_checkpoint("sd15"), synthetic, tmp_path / "unused")
+    start = stage1.init_tokens(ids, {"clip_l": 768}, defaults.n_tokens, defaults.init_std, defaults.seed)["clip_l"]
+    assert (alone["clip_l"] - start).abs().max() > 1e-4, "the inversion moved the tokens"
+    assert (batched["clip_l"] - alone["clip_l"]).abs().max() <= 1e-5
+
+
 def test_stage1_kill_and_resume_ends_with_the_uninterrupted_tokens(tiny_checkpoint, synthetic, tmp_path):
     from devkit.processes import kill_when_written
     interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"

@@ -78,26 +78,29 @@ def init_tokens(ids: list[str], widths: dict[str, int], n_tokens: int, std: floa
 
 def batch_loss(diffusion, latents: torch.Tensor, captions: list[str], tokens: dict, placeholder: str,
                generators: list[torch.Generator]) -> torch.Tensor:
-    losses = []
-    for i, caption in enumerate(captions):
-        cond, pooled = encode_prompt_with_style(diffusion, caption, {k: v[i] for k, v in tokens.items()}, placeholder)
-        losses.append(diffusion.epsilon_loss(latents[i:i + 1], cond, pooled, generators[i]))
-    return torch.stack(losses).mean()
+    """Each image's loss (N,): its caption encoded with its own tokens, then one UNet pass for the whole batch."""
+    encoded = [encode_prompt_with_style(diffusion, caption, {k: v[i] for k, v in tokens.items()}, placeholder)
+               for i, caption in enumerate(captions)]
+    cond, pooled = (torch.cat(parts) for parts in zip(*encoded))
+    return diffusion.epsilon_losses(latents, cond, pooled, generators)
 
 
 def invert_batch(diffusion, latents, captions, ids, args, widths) -> tuple[dict, list[float]]:
-    """Fit one batch's tokens; returns (tokens, loss per step). Randomness comes from (seed, ids, step)."""
+    """Fit one batch's tokens; returns (tokens, mean loss per step). Randomness comes from (seed, ids, step).
+
+    The objective is the sum of the images' losses, so each image's tokens get the gradient of their own loss at
+    full scale whatever the batch size (with a mean, AdamW's epsilon would make results depend on it)."""
     tokens = init_tokens(ids, widths, args.n_tokens, args.init_std, args.seed)
     optimizer = torch.optim.AdamW(tokens.values(), lr=args.lr, weight_decay=0.0)
     history = []
     for step in range(args.steps):
         generators = [torch.Generator().manual_seed(stable_seed(args.seed, f"{i}/{step}")) for i in ids]
         with common.autocast(args.precision, diffusion.device):
-            loss = batch_loss(diffusion, latents, captions, tokens, args.placeholder, generators)
-        loss.backward()
+            losses = batch_loss(diffusion, latents, captions, tokens, args.placeholder, generators)
+        losses.sum().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        history.append(loss.item())
+        history.append(losses.mean().item())
     return {k: v.detach() for k, v in tokens.items()}, history
 
 
