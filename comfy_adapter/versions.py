@@ -68,7 +68,6 @@ def checkpoint_state_dict(model, clip_state_dict: dict, vae_state_dict: dict) ->
     return model.state_dict_for_saving(clip_state_dict=clip_state_dict, vae_state_dict=vae_state_dict)
 
 
-
 def extra_requirements(version: tuple[int, ...]) -> dict[str, list[str]]:
     """What a host imports beyond its requirements.txt (installed without torch, which the venv owns), by how pip
     must install it: {"with_deps": [...], "no_deps": [...]}."""
