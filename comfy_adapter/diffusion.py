@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .core_modules import checkpoint_family, ddim, token_injection
+from .core_modules import checkpoint_family, ddim, gradient_checkpointing, token_injection
 from .families import family_of_model
 
 
@@ -37,6 +37,26 @@ class ComfyDiffusion:
     @property
     def text_encoder_module(self) -> torch.nn.Module:
         return self.clip.cond_stage_model
+
+    @property
+    def base_dtypes(self) -> dict[str, torch.dtype]:
+        """The dtype ComfyUI holds each frozen part in."""
+        def weights(module: torch.nn.Module) -> torch.dtype:     # scalars such as logit_scale may stay fp32
+            return max(module.parameters(), key=torch.Tensor.numel).dtype
+        return {"UNet": self.unet.get_dtype(), "text encoder": weights(self.text_encoder_module),
+                "VAE": weights(self.vae.first_stage_model)}
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype ComfyUI runs the UNet in (its weights' dtype, unless it casts them per layer)."""
+        return self.unet.manual_cast_dtype or self.unet.get_dtype()
+
+    def enable_gradient_checkpointing(self) -> int:
+        """Checkpoint the UNet's residual and transformer blocks; returns how many."""
+        from comfy.ldm.modules.attention import BasicTransformerBlock
+        from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
+        return gradient_checkpointing.checkpoint_blocks(self.unet_module,
+                                                        lambda m: isinstance(m, (BasicTransformerBlock, ResBlock)))
 
     def allow_text_encoder_gradients(self) -> None:
         """ComfyUI's CLIP layers add to the residual stream in place (x += attn(ln1(x))); once a LoRA makes
@@ -163,8 +183,10 @@ def encode_prompt_with_style(diffusion: ComfyDiffusion, text: str, vectors: dict
     return out["cond"].to(diffusion.device), out["pooled_output"].to(diffusion.device)
 
 
-def open_checkpoint(checkpoint: Path, device: torch.device, comfyui: Path | None = None) -> ComfyDiffusion:
-    """Configure ComfyUI in this process (on the CPU unless `device` is an accelerator), then load `checkpoint`."""
+def open_checkpoint(checkpoint: Path, device: torch.device, comfyui: Path | None = None,
+                    weights: str = "auto") -> ComfyDiffusion:
+    """Configure ComfyUI in this process (on the CPU unless `device` is an accelerator, holding the weights in
+    `weights`: see host.WEIGHT_DTYPE_OPTIONS), then load `checkpoint`."""
     from .host import import_comfy
-    import_comfy(cpu=device.type == "cpu", comfyui=comfyui)
+    import_comfy(cpu=device.type == "cpu", comfyui=comfyui, weights=weights)
     return ComfyDiffusion(checkpoint, device)

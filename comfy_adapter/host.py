@@ -38,9 +38,21 @@ def put_comfyui_on_path(explicit: Path | None = None) -> Path:
     return Path(root)
 
 
-def import_comfy(base_directory: Path | None = None, fp32_text_encoder: bool = True, cpu: bool = True,
-                 comfyui: Path | None = None):
-    """Configure ComfyUI (CPU unless told otherwise; fp32 text encoder) and return comfy.model_management.
+# ComfyUI's own options that set the dtype it holds each part of a checkpoint in. "auto" leaves the UNet and VAE
+# to ComfyUI (fp16 or bf16 on a GPU, fp32 on the CPU) and keeps the text encoder fp32, as the trainers always did;
+# fp16 leaves the VAE alone, since the SD1.x and SDXL VAEs overflow in fp16.
+WEIGHT_DTYPE_OPTIONS = {
+    "auto": ("fp32_text_enc",),
+    "fp32": ("fp32_unet", "fp32_vae", "fp32_text_enc"),
+    "bf16": ("bf16_unet", "bf16_vae", "bf16_text_enc"),
+    "fp16": ("fp16_unet", "fp16_text_enc"),
+}
+
+
+def import_comfy(base_directory: Path | None = None, cpu: bool = True, comfyui: Path | None = None,
+                 weights: str = "auto"):
+    """Configure ComfyUI (CPU unless told otherwise; `weights` a key of WEIGHT_DTYPE_OPTIONS) and return
+    comfy.model_management.
 
     Only the first call configures: ComfyUI reads its args once per process.
     """
@@ -51,7 +63,8 @@ def import_comfy(base_directory: Path | None = None, fp32_text_encoder: bool = T
     from comfy.cli_args import args
     if not _configured and "comfy.model_management" not in sys.modules:
         args.cpu = cpu
-        args.fp32_text_enc = fp32_text_encoder
+        for option in WEIGHT_DTYPE_OPTIONS[weights]:
+            setattr(args, option, True)
         args.disable_api_nodes = True
         if base_directory is not None:
             args.base_directory = str(base_directory)

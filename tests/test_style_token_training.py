@@ -12,6 +12,7 @@ from core.synthetic_styles import write_synthetic_style_set
 from core.token_shards import load_tokens, read_index, read_loss_curves
 from devkit.paths import REPO_ROOT
 from trainers import style_tokens_stage1 as stage1
+from trainers.precision import Precision
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,8 @@ def test_stage1_loss_on_fixed_noises_falls(tiny_checkpoint, synthetic):
                                          [torch.Generator().manual_seed(1000 + s)]).item() for s in range(12)) / 12
 
     before = fixed_loss(stage1.init_tokens([example.id], widths, 8, 0.02, args.seed))
-    tokens, _ = stage1.invert_batch(diffusion, latents, [example.caption], [example.id], args, widths)
+    tokens, _ = stage1.invert_batch(diffusion, Precision.resolve("fp32", diffusion.device), latents, [example.caption],
+                                    [example.id], args, widths)
     after = fixed_loss(tokens)
     assert after <= 0.85 * before, f"fixed-set loss {before:.4f} -> {after:.4f}"
 

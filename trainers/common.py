@@ -9,29 +9,36 @@ import argparse
 import json
 import os
 import random
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from . import precision as precisions
+
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def add_common_args(p: argparse.ArgumentParser, steps: int, lr: float, save_every: int | None,
-                    steps_help: str = "optimiser steps", grad_accum: bool = True) -> None:
+                    steps_help: str = "optimiser steps", grad_accum: bool = True, base_model: bool = True) -> None:
     """The flags every trainer has; save_every=None for trainers that checkpoint per finished unit of work,
-    grad_accum=False for those whose batch is the unit of work."""
+    grad_accum=False for those whose batch is the unit of work, base_model=False for those without a
+    frozen diffusion model."""
     g = p.add_argument_group("run")
     g.add_argument("--output-dir", type=Path, required=True, help="checkpoints, the result file and pictures go here")
     g.add_argument("--steps", type=int, default=steps, help=f"{steps_help} (default {steps})")
     g.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
     if grad_accum:
         g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
-    g.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
-                   help="autocast precision of the forward pass; trainable weights stay fp32")
+    g.add_argument("--precision", choices=precisions.CHOICES, default="auto",
+                   help="dtype of the forward pass" + (" and of the frozen base model's weights" if base_model else "")
+                   + "; trainable weights stay fp32 (auto: " + ("what ComfyUI loads the base in: fp16 or bf16 on a "
+                   "GPU, fp32 on the CPU)" if base_model else "bf16 on a GPU that has it, else fp32)"))
+    if base_model:
+        g.add_argument("--gradient-checkpointing", action="store_true",
+                       help="recompute the UNet's activations in backward: far less memory (SDXL at 1024 px), "
+                            "about a third more time")
     g.add_argument("--seed", type=int, default=0, help="seed of everything random: same seed, same run")
     if save_every is not None:
         g.add_argument("--save-every", type=int, default=save_every, help="write a resumable checkpoint every N steps")
@@ -97,23 +104,20 @@ def init_distributed(device_flag: str | None) -> Distributed:
     return Distributed(rank=rank, world_size=world_size, device=device)
 
 
-def optimiser_step(optimizer: torch.optim.Optimizer, world: Distributed) -> None:
-    """One data-parallel optimiser step: each rank's gradient of every optimised parameter becomes the mean
-    over ranks (what DDP's reducer does), then the step, then the gradients are cleared."""
-    if world.world_size > 1:
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
-                    p.grad /= world.world_size
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+def open_base_model(args, world: Distributed):
+    """(the checkpoint loaded by ComfyUI with its weights in --precision's dtype, the resolved Precision), with
+    gradient checkpointing when asked for."""
+    from comfy_adapter.diffusion import open_checkpoint
+    diffusion = open_checkpoint(args.checkpoint, world.device, args.comfyui, weights=args.precision)
+    if args.gradient_checkpointing:
+        diffusion.enable_gradient_checkpointing()
+    return diffusion, precisions.Precision.resolve(args.precision, world.device, diffusion.compute_dtype)
 
 
-def autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=PRECISIONS[precision])
+def precision_summary(diffusion, precision: precisions.Precision) -> str:
+    """For the run summary: what the frozen base is held in and what the forward pass computes in."""
+    held = ", ".join(f"{part} {precisions.NAMES.get(dtype, dtype)}" for part, dtype in diffusion.base_dtypes.items())
+    return f"frozen {held}; {precision.describe()}"
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -178,7 +182,7 @@ def load_checkpoint(output_dir: Path, config: dict) -> dict | None:
     return state
 
 
-RESUMABLE_CHANGES = {"steps", "save_every", "output_dir", "no_resume", "device", "sample_steps"}  # no effect on training
+RESUMABLE_CHANGES = {"steps", "save_every", "output_dir", "no_resume", "device", "sample_steps", "workers"}  # no effect on training
 
 
 def resume(args, config: dict, stateful: dict) -> tuple[int, dict]:

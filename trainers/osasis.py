@@ -37,8 +37,9 @@ from core.osasis_style_file import OsasisStyle, save_osasis_style
 from core.safe_files import file_sha256
 from core.spn import StructurePreservingNetwork
 
-from comfy_adapter.diffusion import encode_prompt_with_style, open_checkpoint
+from comfy_adapter.diffusion import encode_prompt_with_style
 from . import common
+from .training_loop import TrainingLoop
 from .styleforge import UNET_TARGETS, lora_tensors
 
 DEFAULT_CONTENT_PROMPTS = ["a photo of a house by a lake", "a portrait photo of a woman",
@@ -265,9 +266,69 @@ def stylise(diffusion, lora: LoRASet, spn, content: Encoded, sigmas, timesteps, 
                           for i in range(content.code.shape[0])])
 
 
+def reverse_iteration(loop: TrainingLoop, step_module: OsasisStep, content: Encoded, style: Encoded, sigmas, timesteps,
+                      picked: torch.Tensor) -> dict[str, float]:
+    """One iteration: B runs the reverse from x_t0 for the picked content codes and for the style code, with an
+    optimiser step at every reverse step (then x_t is detached); returns each loss averaged over the steps."""
+    device = loop.world.device
+    x_content, x_style = content.code[picked], style.code
+    inputs = stack_inputs([content.inputs[i] for i in picked.tolist()])
+    totals, n = {}, len(sigmas) - 1
+    for k in range(n):
+        sigma_a, sigma_b, t = float(sigmas[k]), float(sigmas[k + 1]), timesteps[k]
+        with loop.precision.autocast():
+            x_content, content_loss, parts = step_module.content_step(
+                x_content, content.clean[picked], inputs, picked.to(device), sigma_a, sigma_b, t)
+        loop.backward(content_loss)
+        with loop.precision.autocast():
+            x_style, parts["reconstruction"] = step_module.style_step(x_style, style.clean, style.inputs[0],
+                                                                      sigma_a, sigma_b, t)
+        loop.backward(parts["reconstruction"])
+        loop.optimiser_step()
+        x_content, x_style = x_content.detach(), x_style.detach()
+        parts["total"] = content_loss + parts["reconstruction"]
+        for name, value in parts.items():
+            totals[name] = totals.get(name, 0.0) + value.item() / n
+    return totals
+
+
+def style_file_writer(args, diffusion, lora: LoRASet, spn, images: Images, style_encoder, loop: TrainingLoop):
+    """save(step): the OSASIS style file as it stands after `step` iterations, and the loss curves."""
+    checkpoint_hash = file_sha256(args.checkpoint)
+    semantic = ({"source": "style_encoder", "file": args.style_encoder.name, "template": args.template,
+                 "placeholder": args.placeholder} if style_encoder else {"source": "prompt", "prompt": args.prompt})
+    thumbnails = {name: (resize_images(image, THUMBNAIL)[0].clamp(0, 1) * 255).round().to(torch.uint8)
+                  for name, image in (("style", images.style), ("photo", images.photo))}
+    dtype = torch.float16 if args.save_dtype == "fp16" else torch.float32
+
+    def save(step: int) -> None:
+        save_osasis_style(OsasisStyle(
+            lora=lora_tensors(diffusion, nn.ModuleDict({"unet": lora}), dtype), spn=spn, family=diffusion.family,
+            t0=args.t0, steps=args.ddim_steps, scheduler=args.scheduler, spn_weight=args.spn_weight,
+            semantic=semantic, reference={"style": args.style.name, "style_sha256": file_sha256(args.style),
+                                          "photo": images.photo_source},
+            thumbnails=thumbnails, base_checkpoint=args.checkpoint.name, base_checkpoint_sha256=checkpoint_hash,
+            training=dict(loop.config, steps_done=step)), args.output_dir / f"{args.name}.safetensors")
+        common.plot_losses(loop.history, args.output_dir / "loss.png", f"{args.name}: OSASIS losses per iteration")
+    return save
+
+
+def write_samples(diffusion, lora, spn, images: Images, content: Encoded, sigmas, timesteps, args) -> None:
+    shown = slice(0, min(4, content.code.shape[0]))
+    latents = stylise(diffusion, lora, spn, Encoded(content.clean[shown], content.inputs[shown], content.code[shown]),
+                      sigmas, timesteps, args.spn_weight)
+    with torch.no_grad():
+        after = diffusion.decode_latents(latents).cpu()
+    common.save_image_grid({"style image | photoreal counterpart": torch.cat([images.style, images.photo]),
+                            "content (before)": images.content[shown],
+                            f"stylised (after {args.steps} iterations)": after}, args.output_dir / "samples.png")
+    print(f"OSASIS style: {args.output_dir / args.name}.safetensors\n"
+          f"pictures: {args.output_dir / 'loss.png'}, {args.output_dir / 'samples.png'}")
+
+
 def train(args) -> TrainResult:
     world = common.init_distributed(args.device)
-    diffusion = open_checkpoint(args.checkpoint, world.device, args.comfyui)
+    diffusion, precision = common.open_base_model(args, world)
     encode, style_encoder = loss_encoder(diffusion, args)
     lpips, lpips_state = lpips_if_available()
     images = load_images(diffusion, args)
@@ -281,85 +342,32 @@ def train(args) -> TrainResult:
         "schedule": f"t0={args.t0}: {len(sigmas) - 1} of {args.ddim_steps} {args.scheduler} steps per iteration",
         "semantic code": f"style encoder in {args.template!r}" if style_encoder else f"prompt {args.prompt!r}",
         "loss encoder": args.clip_vision.name if args.clip_vision else "the style encoder's backbone",
-        "LPIPS": lpips_state}, world)
-    content = invert_all(diffusion, diffusion.encode_images(images.content),
-                         semantic_codes(diffusion, style_encoder, images.content, args), sigmas,
-                         args.inversion_iterations, "inverting content")
-    style = invert_all(diffusion, diffusion.encode_images(images.style),
-                       semantic_codes(diffusion, style_encoder, images.style, args), sigmas,
-                       args.inversion_iterations, "inverting style")
+        "LPIPS": lpips_state, "precision": common.precision_summary(diffusion, precision)}, world)
+    content, style = (invert_all(diffusion, diffusion.encode_images(x), semantic_codes(diffusion, style_encoder, x, args),
+                                 sigmas, args.inversion_iterations, f"inverting {name}")
+                      for name, x in (("content", images.content), ("style", images.style)))
     torch.manual_seed(args.seed)
     lora = LoRASet(diffusion.unet_module, UNET_TARGETS, args.rank, args.alpha).to(world.device)
     spn = StructurePreservingNetwork(diffusion.unet.latent_format.latent_channels).to(world.device)
     optimizer = torch.optim.Adam([{"params": lora.parameters(), "lr": args.lr},
                                   {"params": spn.parameters(), "lr": args.spn_lr}])
-    config = common.config_of(args)
-    stateful = {"lora": lora, "spn": spn, "optimizer": optimizer}
-    start, history = common.resume(args, config, stateful)
+    loop = TrainingLoop(args, world, precision, optimizer, {"lora": lora, "spn": spn})
     step_module = OsasisStep(diffusion, lora, spn, encode, lpips, images, args)
     lora.attach()
-    style_path = args.output_dir / f"{args.name}.safetensors"
-    checkpoint_hash = file_sha256(args.checkpoint) if world.is_main else ""
-    semantic = ({"source": "style_encoder", "file": args.style_encoder.name, "template": args.template,
-                 "placeholder": args.placeholder} if style_encoder else {"source": "prompt", "prompt": args.prompt})
-    thumbnails = {name: (resize_images(image, THUMBNAIL)[0].clamp(0, 1) * 255).round().to(torch.uint8)
-                  for name, image in (("style", images.style), ("photo", images.photo))}
 
-    def save(step: int) -> None:
-        if not world.is_main:
-            return
-        dtype = torch.float16 if args.save_dtype == "fp16" else torch.float32
-        save_osasis_style(OsasisStyle(
-            lora=lora_tensors(diffusion, nn.ModuleDict({"unet": lora}), dtype), spn=spn, family=diffusion.family,
-            t0=args.t0, steps=args.ddim_steps, scheduler=args.scheduler, spn_weight=args.spn_weight,
-            semantic=semantic, reference={"style": args.style.name, "style_sha256": file_sha256(args.style),
-                                          "photo": images.photo_source},
-            thumbnails=thumbnails, base_checkpoint=args.checkpoint.name, base_checkpoint_sha256=checkpoint_hash,
-            training=dict(config, steps_done=step)), style_path)
-        common.save_training_state(args, config, stateful, step, history)
-        common.plot_losses(history, args.output_dir / "loss.png", f"{args.name}: OSASIS losses per iteration")
-
-    progress = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="OSASIS",
-                    disable=not world.is_main)
-    for iteration in progress:
-        generator = common.step_generator(args.seed, iteration, world.rank)
+    def iteration(i: int) -> dict[str, float]:
+        generator = common.step_generator(args.seed, i, world.rank)
         picked = torch.randint(0, content.code.shape[0], (args.batch_size,), generator=generator)
-        x_content, x_style = content.code[picked], style.code
-        inputs = stack_inputs([content.inputs[i] for i in picked.tolist()])
-        totals = {}
-        for k in range(len(sigmas) - 1):
-            sigma_a, sigma_b, t = float(sigmas[k]), float(sigmas[k + 1]), timesteps[k]
-            with common.autocast(args.precision, world.device):
-                x_content, content_loss, parts = step_module.content_step(
-                    x_content, content.clean[picked], inputs, picked.to(world.device), sigma_a, sigma_b, t)
-            content_loss.backward()
-            with common.autocast(args.precision, world.device):
-                x_style, parts["reconstruction"] = step_module.style_step(x_style, style.clean, style.inputs[0],
-                                                                          sigma_a, sigma_b, t)
-            parts["reconstruction"].backward()
-            common.optimiser_step(optimizer, world)
-            x_content, x_style = x_content.detach(), x_style.detach()
-            parts["total"] = content_loss + parts["reconstruction"]
-            for name, value in parts.items():
-                totals[name] = totals.get(name, 0.0) + value.item() / (len(sigmas) - 1)
-        for name, value in totals.items():
-            history.setdefault(name, []).append((iteration + 1, value))
-        progress.set_postfix(loss=f"{totals['total']:.4f}")
-        if (iteration + 1) % args.save_every == 0 or iteration + 1 == args.steps:
-            save(iteration + 1)
-    if world.is_main and start < args.steps:
-        shown = slice(0, min(4, content.code.shape[0]))
-        latents = stylise(diffusion, lora, spn, Encoded(content.clean[shown], content.inputs[shown], content.code[shown]),
-                          sigmas, timesteps, args.spn_weight)
-        with torch.no_grad():
-            after = diffusion.decode_latents(latents).cpu()
-        common.save_image_grid({"style image | photoreal counterpart": torch.cat([images.style, images.photo]),
-                                "content (before)": images.content[shown],
-                                f"stylised (after {args.steps} iterations)": after}, args.output_dir / "samples.png")
-        print(f"OSASIS style: {style_path}\npictures: {args.output_dir / 'loss.png'}, {args.output_dir / 'samples.png'}")
+        return reverse_iteration(loop, step_module, content, style, sigmas, timesteps, picked)
+
+    save = style_file_writer(args, diffusion, lora, spn, images, style_encoder, loop) if world.is_main else None
+    history = loop.run(args.steps, iteration, "OSASIS", save)
+    if world.is_main and loop.start < args.steps:
+        write_samples(diffusion, lora, spn, images, content, sigmas, timesteps, args)
     world.barrier()
     world.close()
-    return TrainResult(diffusion, lora, spn, style_path, history, images, content, sigmas, timesteps)
+    return TrainResult(diffusion, lora, spn, args.output_dir / f"{args.name}.safetensors", history, images, content,
+                       sigmas, timesteps)
 
 
 def main(args) -> None:

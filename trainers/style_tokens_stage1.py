@@ -27,7 +27,7 @@ from core.image_folder import square_crop
 from core.style_dataset import read_style_dataset
 from core.token_shards import load_tokens, read_index, read_loss_curves, write_shard
 
-from comfy_adapter.diffusion import encode_prompt_with_style, open_checkpoint
+from comfy_adapter.diffusion import encode_prompt_with_style
 from comfy_adapter.families import text_encoder_widths
 from . import common
 
@@ -85,7 +85,7 @@ def batch_loss(diffusion, latents: torch.Tensor, captions: list[str], tokens: di
     return diffusion.epsilon_losses(latents, cond, pooled, generators)
 
 
-def invert_batch(diffusion, latents, captions, ids, args, widths) -> tuple[dict, list[float]]:
+def invert_batch(diffusion, precision, latents, captions, ids, args, widths) -> tuple[dict, list[float]]:
     """Fit one batch's tokens; returns (tokens, mean loss per step). Randomness comes from (seed, ids, step).
 
     The objective is the sum of the images' losses, so each image's tokens get the gradient of their own loss at
@@ -95,11 +95,10 @@ def invert_batch(diffusion, latents, captions, ids, args, widths) -> tuple[dict,
     history = []
     for step in range(args.steps):
         generators = [torch.Generator().manual_seed(stable_seed(args.seed, f"{i}/{step}")) for i in ids]
-        with common.autocast(args.precision, diffusion.device):
+        with precision.autocast():
             losses = batch_loss(diffusion, latents, captions, tokens, args.placeholder, generators)
-        losses.sum().backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        precision.backward(losses.sum())
+        precision.step(optimizer)
         history.append(losses.mean().item())
     return {k: v.detach() for k, v in tokens.items()}, history
 
@@ -149,7 +148,7 @@ def train(args) -> dict:
     dataset = read_style_dataset(args.data)
     for problem in dataset.problems:
         print(f"[dataset] skipped {problem}")
-    diffusion = open_checkpoint(args.checkpoint, world.device, args.comfyui)
+    diffusion, precision = common.open_base_model(args, world)
     diffusion.allow_text_encoder_gradients()
     widths = text_encoder_widths(diffusion.clip)
     mine = dataset.examples[world.rank::world.world_size]
@@ -158,7 +157,8 @@ def train(args) -> dict:
     common.print_run_summary("Style tokens, stage 1: per-image inversion", args, {
         "checkpoint": f"{args.checkpoint.name} ({diffusion.family}, {widths})",
         "dataset": f"{len(dataset.examples)} images, {len(dataset.styles)} styles, {len(dataset.problems)} skipped",
-        "this rank": f"{len(mine)} images, {len(mine) - len(todo)} already done"}, world)
+        "this rank": f"{len(mine)} images, {len(mine) - len(todo)} already done",
+        "precision": common.precision_summary(diffusion, precision)}, world)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     shard_number = len({r["shard"] for r in done.values() if r["shard"].startswith(f"tokens-r{world.rank}-")})
     batches = [todo[i:i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
@@ -166,7 +166,7 @@ def train(args) -> dict:
     for batch in tqdm(batches, desc=f"stage 1 (rank {world.rank})", disable=not batches):
         latents = diffusion.encode_images(load_images(batch, args.resolution))
         ids = [e.id for e in batch]
-        tokens, history = invert_batch(diffusion, latents, [e.caption for e in batch], ids, args, widths)
+        tokens, history = invert_batch(diffusion, precision, latents, [e.caption for e in batch], ids, args, widths)
         write_shard(args.output_dir, world.rank, shard_number, tokens,
                     {e.id: {"style": e.style, "caption": e.caption} for e in batch},
                     {"stylesmith.family": diffusion.family, "stylesmith.n_tokens": str(args.n_tokens),

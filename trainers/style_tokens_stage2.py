@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from core.image_preprocess import Preprocess, preprocess
 from core.style_dataset import read_style_dataset
@@ -28,6 +27,8 @@ from core.style_encoder_file import save_style_encoder
 from core.token_shards import load_tokens
 
 from . import common
+from .precision import Precision
+from .training_loop import TrainingLoop
 from .style_tokens_stage1 import load_images
 
 NORMALISATIONS = {"authors": ((0.5,) * 3, (0.5,) * 3),
@@ -51,7 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--augment", action="store_true",
                    help="random flips, quarter turns and crops of each batch, so features follow style, not layout")
     common.add_common_args(p, steps=0, lr=1e-4, save_every=200, steps_help="optimiser steps; 0: from --epochs",
-                           grad_accum=False)
+                           grad_accum=False, base_model=False)
     args = p.parse_args(argv)
     common.check_common_args(p, args, zero_steps_means="steps from --epochs")
     if not 0 < args.holdout < 1:
@@ -138,16 +139,38 @@ def encode_all(encoder: StyleEncoder, pixels: torch.Tensor, batch: int = 32) -> 
     return torch.cat(features), {k: torch.cat(v) for k, v in tokens.items()}
 
 
+def write_results(encoder: StyleEncoder, args, dataset, sets: dict, targets: dict, held_targets: dict,
+                  history: dict, steps: int) -> dict:
+    """Held-out metrics against the mean-token baseline, the encoder file, loss curves and the embedding map."""
+    (train_set, pixels), (held_out, held_pixels) = sets["train"], sets["held out"]
+    _, held_predicted = encode_all(encoder, held_pixels.to(next(encoder.parameters()).device))
+    baseline = {k: v.mean(0, keepdim=True).expand_as(held_targets[k]) for k, v in targets.items()}
+    metrics = {"held_out_mse": token_mse(held_predicted, held_targets).item(),
+               "mean_token_baseline_mse": token_mse(baseline, held_targets).item(),
+               "train_images": len(train_set), "held_out_images": len(held_out), "steps": steps}
+    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    encoder.config.training = {"stage": 2, "steps": steps, "dataset_fingerprint": dataset.fingerprint(),
+                               "contrastive_weight": args.contrastive_weight, **metrics}
+    save_style_encoder(encoder.cpu(), args.output_dir / "style_encoder.safetensors")
+    common.plot_losses(history, args.output_dir / "loss.png", "stage 2: encoder pre-training")
+    all_features, _ = encode_all(encoder, torch.cat([pixels, held_pixels]))
+    common.plot_embedding_map(all_features, [e.style for e in train_set + held_out], args.output_dir / "embedding_map.png",
+                              "stage 2 encoder features (PCA), by style")
+    print(f"held-out token MSE {metrics['held_out_mse']:.5f} vs mean-token baseline "
+          f"{metrics['mean_token_baseline_mse']:.5f}\nencoder: {args.output_dir / 'style_encoder.safetensors'}")
+    return metrics
+
+
 def train(args) -> dict:
     world = common.init_distributed(args.device)
+    precision = Precision.resolve(args.precision, world.device)
     dataset = read_style_dataset(args.data)
     train_set, held_out = split(dataset.examples, args.holdout, args.seed)
     targets, metadata = load_tokens(args.tokens, [e.id for e in train_set])
     held_targets, _ = load_tokens(args.tokens, [e.id for e in held_out])
-    family = metadata["stylesmith.family"]
     widths = {k: v.shape[-1] for k, v in targets.items()}
     torch.manual_seed(args.seed)
-    encoder = build_encoder(args, family, widths, next(iter(targets.values())).shape[1])
+    encoder = build_encoder(args, metadata["stylesmith.family"], widths, next(iter(targets.values())).shape[1])
     if state_is_fresh(args):
         start_at_the_mean_token(encoder, targets)
     encoder = encoder.to(world.device)
@@ -158,49 +181,30 @@ def train(args) -> dict:
     steps = args.steps or max(1, math.ceil(args.epochs * len(train_set) / args.batch_size))
     common.print_run_summary("Style tokens, stage 2: encoder pre-training", args, {
         "encoder": f"{encoder.config.architecture}, heads {widths}, {encoder.config.n_tokens} tokens",
-        "data": f"{len(train_set)} train / {len(held_out)} held out, {len(styles)} styles", "steps": steps}, world)
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr)
-    config = common.config_of(args)
-    stateful = {"model": encoder, "optimizer": optimizer}
-    start, history = common.resume(args, config, stateful)
-    encoder.train()
-    for step in tqdm(range(start, steps), initial=start, total=steps, desc="stage 2", disable=not world.is_main):
+        "data": f"{len(train_set)} train / {len(held_out)} held out, {len(styles)} styles", "steps": steps,
+        "precision": precision.describe()}, world)
+    loop = TrainingLoop(args, world, precision, torch.optim.AdamW(encoder.parameters(), lr=args.lr), {"model": encoder})
+
+    def micro_step(step: int):
         generator = common.step_generator(args.seed, step)
         batch = torch.randperm(len(train_set), generator=generator)[:args.batch_size * world.world_size]
         batch = batch[world.rank::world.world_size]
         x = (augment(pixels[batch], generator) if args.augment else pixels[batch]).to(world.device)
-        with common.autocast(args.precision, world.device):
-            features = encoder.features(x)
-            predicted = {k: head(features).view(len(x), encoder.config.n_tokens, -1) for k, head in encoder.heads.items()}
-            mse = token_mse(predicted, {k: v[batch].to(world.device) for k, v in targets.items()})
-            loss = mse
-            if args.contrastive_weight > 0:
-                contrastive = supervised_contrastive(features, labels[batch].to(world.device), args.temperature)
-                loss = loss + args.contrastive_weight * contrastive
-                history.setdefault("contrastive", []).append((step + 1, contrastive.item()))
-        loss.backward()
-        common.optimiser_step(optimizer, world)
-        history.setdefault("token MSE", []).append((step + 1, mse.item()))
-        if world.is_main and ((step + 1) % args.save_every == 0 or step + 1 == steps):
-            common.save_training_state(args, config, stateful, step + 1, history)
+        features = encoder.features(x)
+        predicted = {k: head(features).view(len(x), encoder.config.n_tokens, -1) for k, head in encoder.heads.items()}
+        mse = token_mse(predicted, {k: v[batch].to(world.device) for k, v in targets.items()})
+        if args.contrastive_weight == 0:
+            return mse, {"token MSE": mse.item()}
+        contrastive = supervised_contrastive(features, labels[batch].to(world.device), args.temperature)
+        return mse + args.contrastive_weight * contrastive, {"token MSE": mse.item(), "contrastive": contrastive.item()}
+
+    encoder.train()
+    history = loop.run(steps, lambda step: loop.accumulated_step(lambda: micro_step(step)), "stage 2")
     encoder.eval()
     metrics = {}
     if world.is_main:
-        held_features, held_predicted = encode_all(encoder, held_pixels.to(world.device))
-        baseline = {k: v.mean(0, keepdim=True).expand_as(held_targets[k]) for k, v in targets.items()}
-        metrics = {"held_out_mse": token_mse(held_predicted, held_targets).item(),
-                   "mean_token_baseline_mse": token_mse(baseline, held_targets).item(),
-                   "train_images": len(train_set), "held_out_images": len(held_out), "steps": steps}
-        (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        encoder.config.training = {"stage": 2, "steps": steps, "dataset_fingerprint": dataset.fingerprint(),
-                                   "contrastive_weight": args.contrastive_weight, **metrics}
-        save_style_encoder(encoder.cpu(), args.output_dir / "style_encoder.safetensors")
-        common.plot_losses(history, args.output_dir / "loss.png", "stage 2: encoder pre-training")
-        all_features, _ = encode_all(encoder, torch.cat([pixels, held_pixels]))
-        common.plot_embedding_map(all_features, [e.style for e in train_set + held_out], args.output_dir / "embedding_map.png",
-                           "stage 2 encoder features (PCA), by style")
-        print(f"held-out token MSE {metrics['held_out_mse']:.5f} vs mean-token baseline "
-              f"{metrics['mean_token_baseline_mse']:.5f}\nencoder: {args.output_dir / 'style_encoder.safetensors'}")
+        metrics = write_results(encoder, args, dataset, {"train": (train_set, pixels), "held out": (held_out, held_pixels)},
+                                targets, held_targets, history, steps)
     world.barrier()
     world.close()
     return metrics

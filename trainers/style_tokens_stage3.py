@@ -16,16 +16,16 @@ import math
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from core.image_preprocess import preprocess
 from core.style_dataset import read_style_dataset
 from core.style_encoder_file import load_style_encoder, save_style_encoder
 from core.token_injection import check_widths
 
-from comfy_adapter.diffusion import encode_prompt_with_style, open_checkpoint
+from comfy_adapter.diffusion import encode_prompt_with_style
 from comfy_adapter.families import text_encoder_widths
 from . import common
+from .training_loop import TrainingLoop
 from .style_tokens_stage1 import load_images
 
 
@@ -70,10 +70,24 @@ def write_samples(diffusion, encoder, examples, pixels, images, args) -> None:
                            args.output_dir / "samples.png")
 
 
+def write_results(diffusion, encoder, examples, pixels, images, dataset, history: dict, steps: int, args) -> None:
+    encoder.config.training = {"stage": 3, "steps": steps, "dataset_fingerprint": dataset.fingerprint(),
+                               "from": args.encoder.name}
+    save_style_encoder(encoder, args.output_dir / "style_encoder.safetensors")
+    common.plot_losses(history, args.output_dir / "loss.png", "stage 3: joint fine-tuning")
+    with torch.no_grad():
+        features = encoder.features(pixels)
+    common.plot_embedding_map(features.cpu(), [e.style for e in examples], args.output_dir / "embedding_map.png",
+                              "stage 3 encoder features (PCA), by style")
+    if args.sample_steps:
+        write_samples(diffusion, encoder, examples, pixels, images, args)
+    print(f"encoder: {args.output_dir / 'style_encoder.safetensors'}")
+
+
 def train(args) -> None:
     world = common.init_distributed(args.device)
     dataset = read_style_dataset(args.data)
-    diffusion = open_checkpoint(args.checkpoint, world.device, args.comfyui)
+    diffusion, precision = common.open_base_model(args, world)
     diffusion.allow_text_encoder_gradients()
     encoder = load_style_encoder(args.encoder).requires_grad_(True).to(world.device)
     check_widths(encoder.config.heads, text_encoder_widths(diffusion.clip), encoder.config.family)
@@ -84,39 +98,25 @@ def train(args) -> None:
     steps = args.steps or max(1, math.ceil(args.epochs * len(examples) / (args.batch_size * world.world_size)))
     common.print_run_summary("Style tokens, stage 3: joint fine-tuning", args, {
         "checkpoint": f"{args.checkpoint.name} ({diffusion.family})", "encoder": args.encoder.name,
-        "data": f"{len(examples)} images, {len(dataset.styles)} styles", "steps": steps}, world)
+        "data": f"{len(examples)} images, {len(dataset.styles)} styles", "steps": steps,
+        "precision": common.precision_summary(diffusion, precision)}, world)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    config = common.config_of(args)
-    stateful = {"model": encoder, "optimizer": optimizer, "schedule": schedule}
-    start, history = common.resume(args, config, stateful)
-    encoder.train()
-    for step in tqdm(range(start, steps), initial=start, total=steps, desc="stage 3", disable=not world.is_main):
+    loop = TrainingLoop(args, world, precision, optimizer, {"model": encoder},
+                        schedule=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps))
+
+    def micro_step(step: int):
         generator = common.step_generator(args.seed, step, world.rank)
         batch = torch.randperm(len(examples), generator=common.step_generator(args.seed, step))
         batch = batch[:args.batch_size * world.world_size][world.rank::world.world_size].tolist()
-        with common.autocast(args.precision, world.device):
-            loss = style_loss(diffusion, encoder, pixels[batch], latents[batch], [examples[i].caption for i in batch],
-                              args.placeholder, generator)
-        loss.backward()
-        common.optimiser_step(optimizer, world)
-        schedule.step()
-        history.setdefault("diffusion loss", []).append((step + 1, loss.item()))
-        if world.is_main and ((step + 1) % args.save_every == 0 or step + 1 == steps):
-            common.save_training_state(args, config, stateful, step + 1, history)
+        loss = style_loss(diffusion, encoder, pixels[batch], latents[batch], [examples[i].caption for i in batch],
+                          args.placeholder, generator)
+        return loss, {"diffusion loss": loss.item()}
+
+    encoder.train()
+    history = loop.run(steps, lambda step: loop.accumulated_step(lambda: micro_step(step)), "stage 3")
     encoder.eval()
     if world.is_main:
-        encoder.config.training = {"stage": 3, "steps": steps, "dataset_fingerprint": dataset.fingerprint(),
-                                   "from": args.encoder.name}
-        save_style_encoder(encoder, args.output_dir / "style_encoder.safetensors")
-        common.plot_losses(history, args.output_dir / "loss.png", "stage 3: joint fine-tuning")
-        with torch.no_grad():
-            features = encoder.features(pixels)
-        common.plot_embedding_map(features.cpu(), [e.style for e in examples], args.output_dir / "embedding_map.png",
-                                  "stage 3 encoder features (PCA), by style")
-        if args.sample_steps:
-            write_samples(diffusion, encoder, examples, pixels, images, args)
-        print(f"encoder: {args.output_dir / 'style_encoder.safetensors'}")
+        write_results(diffusion, encoder, examples, pixels, images, dataset, history, steps, args)
     world.barrier()
     world.close()
 

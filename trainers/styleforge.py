@@ -23,15 +23,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from core.image_folder import load_image_folder
 from core.lora import LoRASet
 from core.lora_file import Component, write_lora
 from core.safe_files import file_sha256
 
-from comfy_adapter.diffusion import open_checkpoint
 from . import common
+from .training_loop import TrainingLoop
 
 UNET_TARGETS = r"transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))$"
 TEXT_ENCODER_TARGETS = r"encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.fc[12])$"
@@ -189,71 +188,59 @@ def load_components(diffusion, args) -> list[ComponentData]:
     return data
 
 
+def preview_prompts(d: ComponentData, args) -> list[str]:
+    return [d.instance_prompt] + [f"{p}, in {d.component.trigger}" for p in args.sample_prompt]
+
+
 def write_previews(diffusion, data, args, step: int, base_rows: dict) -> None:
     if args.sample_steps == 0:
         return
-    size = min(args.resolution, 512)
     rows = dict(base_rows)
     for d in data:
-        prompts = [d.instance_prompt] + [f"{p}, in {d.component.trigger}" for p in args.sample_prompt]
         rows[f"{d.component.name} with LoRA, step {step}"] = diffusion.sample(
-            prompts, "blurry, low quality", size, args.sample_steps, args.seed)
+            preview_prompts(d, args), "blurry, low quality", min(args.resolution, 512), args.sample_steps, args.seed)
     common.save_image_grid(rows, args.output_dir / "samples.png")
 
 
 def train(args) -> TrainResult:
     world = common.init_distributed(args.device)
-    diffusion = open_checkpoint(args.checkpoint, world.device, args.comfyui)
+    diffusion, precision = common.open_base_model(args, world)
     data = load_components(diffusion, args)
     common.print_run_summary("StyleForge" if len(data) == 1 else "Multi-StyleForge", args, {
         "checkpoint": f"{args.checkpoint.name} ({diffusion.family})",
         "components": ", ".join(f"{d.component.name}: '{d.instance_prompt}' {d.styleref.shape[0]} StyleRef / "
-                                f"'{d.class_prompt}' {d.aux.shape[0]} Aux" for d in data)}, world)
+                                f"'{d.class_prompt}' {d.aux.shape[0]} Aux" for d in data),
+        "precision": common.precision_summary(diffusion, precision)}, world)
     torch.manual_seed(args.seed)
     loras = build_loras(diffusion, args)
     groups = [{"params": loras["unet"].parameters(), "lr": args.lr}]
     if "text_encoder" in loras:
         groups.append({"params": loras["text_encoder"].parameters(), "lr": args.text_encoder_lr})
-    optimizer = torch.optim.AdamW(groups, weight_decay=1e-2)
-    config = common.config_of(args)
-    stateful = {"lora": loras, "optimizer": optimizer}
-    start, history = common.resume(args, config, stateful)
+    loop = TrainingLoop(args, world, precision, torch.optim.AdamW(groups, weight_decay=1e-2), {"lora": loras})
     loss_module = DualBindingLoss(diffusion, loras, data, args.prior_weight, args.batch_size)
     base_rows = {}   # drawn whenever this run ends with pictures, so a resumed run's samples.png is whole too
-    if world.is_main and args.sample_steps and start < args.steps:
-        base_rows = {f"{d.component.name} without LoRA": diffusion.sample(
-            [d.instance_prompt] + [f"{p}, in {d.component.trigger}" for p in args.sample_prompt],
-            "blurry, low quality", min(args.resolution, 512), args.sample_steps, args.seed) for d in data}
+    if world.is_main and args.sample_steps and loop.start < args.steps:
+        base_rows = {f"{d.component.name} without LoRA": diffusion.sample(preview_prompts(d, args), "blurry, low quality",
+                                                                          min(args.resolution, 512), args.sample_steps,
+                                                                          args.seed) for d in data}
     for lora in loras.values():
         lora.attach()
     lora_path = args.output_dir / f"{args.name}.safetensors"
     save_dtype = torch.float16 if args.save_dtype == "fp16" else torch.float32
     checkpoint_hash = file_sha256(args.checkpoint) if world.is_main else ""
 
-    def save(step: int) -> None:
-        if not world.is_main:
-            return
+    def save_lora(step: int) -> None:
         write_lora(lora_tensors(diffusion, loras, save_dtype), lora_path, diffusion.family,
                    [d.component for d in data], args.checkpoint.name, checkpoint_hash,
-                   args.rank, args.alpha, dict(config, steps_done=step))
-        common.save_training_state(args, config, stateful, step, history)
-        common.plot_losses(history, args.output_dir / "loss.png", f"{args.name}: loss per term")
+                   args.rank, args.alpha, dict(loop.config, steps_done=step))
+        common.plot_losses(loop.history, args.output_dir / "loss.png", f"{args.name}: loss per term")
 
-    progress = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="StyleForge",
-                    disable=not world.is_main)
-    for step in progress:
-        generator = common.step_generator(args.seed, step, world.rank)
-        for _ in range(args.grad_accum):
-            with common.autocast(args.precision, world.device):
-                loss, parts = loss_module(generator)
-            (loss / args.grad_accum).backward()
-        common.optimiser_step(optimizer, world)
-        for name, value in parts.items():
-            history.setdefault(name, []).append((step + 1, value))
-        progress.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
-            save(step + 1)
-    if world.is_main and start < args.steps:
+    def step(i: int) -> dict[str, float]:
+        generator = common.step_generator(args.seed, i, world.rank)
+        return loop.accumulated_step(lambda: loss_module(generator))
+
+    history = loop.run(args.steps, step, "StyleForge", save_lora)
+    if world.is_main and loop.start < args.steps:
         write_previews(diffusion, data, args, args.steps, base_rows)
         pictures = [p for p in (args.output_dir / "loss.png", args.output_dir / "samples.png") if p.is_file()]
         print(f"LoRA: {lora_path}\npictures: {', '.join(map(str, pictures))}")

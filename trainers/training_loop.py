@@ -1,0 +1,105 @@
+"""The training loop the trainers share; each plugs in its step.
+
+It owns what every trainer did by hand: resume from OUTPUT_DIR (bit-identical, see common.resume), tqdm,
+precision (autocast, fp16 loss scaling), gradient accumulation, data-parallel optimiser steps, the loss history,
+atomic checkpoints every --save-every steps and at the end, and step timing (OUTPUT_DIR/timing.json).
+"""
+import json
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from . import common
+from .precision import Precision
+
+WARM_UP_STEPS = 2      # not timed: first-step allocations, cuDNN autotuning, lazy ComfyUI loading
+
+
+class TrainingLoop:
+    def __init__(self, args, world: common.Distributed, precision: Precision, optimizer: torch.optim.Optimizer,
+                 stateful: dict, schedule=None):
+        """`stateful`: checkpoint key -> the trained modules (optimiser, schedule and loss scaler are added)."""
+        self.args, self.world, self.precision, self.optimizer, self.schedule = args, world, precision, optimizer, schedule
+        self.config = common.config_of(args)
+        self.stateful = {**stateful, "optimizer": optimizer}
+        if schedule is not None:
+            self.stateful["schedule"] = schedule
+        if precision.scaler.is_enabled():
+            self.stateful["scaler"] = precision.scaler
+        self.start, self.history = common.resume(args, self.config, self.stateful)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.precision.backward(loss)
+
+    def optimiser_step(self) -> None:
+        """Each rank's gradients become their mean over ranks (what DDP's reducer does), then one step."""
+        if self.world.world_size > 1:
+            for group in self.optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad /= self.world.world_size
+        self.precision.step(self.optimizer)
+
+    def accumulated_step(self, micro_step: Callable[[], tuple[torch.Tensor, dict[str, float]]]) -> dict[str, float]:
+        """--grad-accum micro-steps, each under autocast and followed by its backward, then one optimiser step.
+        `micro_step` returns (loss, its named parts); the parts' means over the micro-steps are returned."""
+        accum = getattr(self.args, "grad_accum", 1)
+        totals: dict[str, float] = {}
+        for _ in range(accum):
+            with self.precision.autocast():
+                loss, parts = micro_step()
+            self.backward(loss / accum)
+            for name, value in parts.items():
+                totals[name] = totals.get(name, 0.0) + value / accum
+        self.optimiser_step()
+        return totals
+
+    def run(self, steps: int, step: Callable[[int], dict[str, float]], desc: str,
+            on_save: Callable[[int], None] | None = None) -> dict:
+        """Call `step(i)` for i in [start, steps): it trains and returns its named losses, which go into the
+        history. Every --save-every steps and after the last, `on_save(step)` writes the trainer's own files,
+        then the resumable checkpoint follows (main rank only)."""
+        timings = []
+        progress = tqdm(range(self.start, steps), initial=self.start, total=steps, desc=desc,
+                        disable=not self.world.is_main)
+        for i in progress:
+            self._synchronise()
+            started = time.perf_counter()
+            parts = step(i)
+            self._synchronise()
+            timings.append(time.perf_counter() - started)
+            if self.schedule is not None:
+                self.schedule.step()
+            for name, value in parts.items():
+                self.history.setdefault(name, []).append((i + 1, value))
+            progress.set_postfix({name: f"{value:.4f}" for name, value in list(parts.items())[:3]})
+            if (i + 1) % self.args.save_every == 0 or i + 1 == steps:
+                self.save(i + 1, on_save)
+        if self.world.is_main and timings:
+            self._write_timing(timings)
+        return self.history
+
+    def save(self, step: int, on_save: Callable[[int], None] | None) -> None:
+        if not self.world.is_main:
+            return
+        if on_save is not None:
+            on_save(step)
+        common.save_training_state(self.args, self.config, self.stateful, step, self.history)
+
+    def _synchronise(self) -> None:
+        if self.world.device.type == "cuda":
+            torch.cuda.synchronize(self.world.device)
+
+    def _write_timing(self, timings: list[float]) -> None:
+        """Seconds per step after warm-up (median) and this process's peak accelerator memory."""
+        timed = timings[WARM_UP_STEPS:] or timings
+        report = {"device": str(self.world.device), "precision": self.precision.name, "steps_timed": len(timed),
+                  "seconds_per_step": statistics.median(timed), "warm_up_steps": len(timings) - len(timed)}
+        if self.world.device.type == "cuda":
+            report["peak_gpu_gib"] = torch.cuda.max_memory_allocated(self.world.device) / 2**30
+        (self.args.output_dir / "timing.json").write_text(json.dumps(report, indent=1))
