@@ -3,16 +3,15 @@ and the OSASIS trainer's peak memory.
 
 Sampling runs in this process on the real host (the nodes as ComfyUI runs them); UNet evaluations are
 counted on both sides with a ComfyUI UNet function wrapper, and KSampler (euler, cfg 1, denoise t0) is
-given that many steps. The trainer runs one iteration in a fresh process, whose peak RSS (and peak CUDA
-memory on a GPU) is its memory; a reverse step is the peak, so one iteration shows it.
+given that many steps (each timed run ends with a CUDA synchronise). The trainer runs one iteration in a fresh
+process under benchmarks.trainer_probe, which reports that process's own peak RSS (VmHWM, not the parent's) and
+peak CUDA memory; a reverse step is the peak, so one iteration shows it.
 
     python -m benchmarks.osasis                  # tiny SD1.5, 64 px
     python -m benchmarks.osasis --full-size      # full SD1.5 architecture, random weights, 512 px
     python -m benchmarks.osasis --full-size --skip-sampling --precision bf16     # trainer memory only
 """
 import argparse
-import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import torch
 
 from devkit import paths
 from devkit.example_inputs import CONTENT_IMAGE, content_image, style_reference
+
+from .trainer_probe import gib, read_report
 
 
 def parse_args(argv=None):
@@ -38,9 +39,6 @@ def parse_args(argv=None):
     p.add_argument("--skip-sampling", action="store_true", help="trainer memory only")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="the trainer's autocast precision")
     p.add_argument("--gpu", action="store_true", help="sample and train on the GPU")
-    p.add_argument("--trainer-worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.resolution = args.resolution or (512 if args.full_size else 64)
     return args
@@ -63,6 +61,8 @@ def timed(run, repeats: int) -> float:
     for _ in range(repeats):
         started = time.perf_counter()
         run()
+        if torch.cuda.is_initialized():
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -105,44 +105,38 @@ def sampling_comparison(args, checkpoint: Path, work: Path) -> dict:
         img2img()
         img2img_evals = counter.count
         return {"osasis_s": timed(osasis, args.repeats), "img2img_s": timed(img2img, args.repeats),
-                "osasis_evals": osasis_evals, "img2img_evals": img2img_evals}
-
-
-def trainer_worker(args) -> dict:
-    from trainers.osasis import parse_args as trainer_args, train
-    work = args.work
-    started = time.perf_counter()
-    train(trainer_args([
-        "--checkpoint", str(args.checkpoint), "--style", str(work / "style.png"), "--content", str(work / "content"),
-        "--style-encoder", str(work / "encoder.safetensors"), "--output-dir", str(work / "trainer"),
-        "--resolution", str(args.resolution), "--ddim-steps", "4", "--steps", "1", "--sampler-steps", "1",
-        "--sdedit-candidates", "1", "--no-resume", "--precision", args.precision,
-        "--device", "cuda" if args.gpu else "cpu"]))
-    return {"seconds": time.perf_counter() - started,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0}
+                "osasis_evals": osasis_evals, "img2img_evals": img2img_evals,
+                "device": str(host_device())}
 
 
 def trainer_memory(args, checkpoint: Path, work: Path) -> dict:
+    """One trainer iteration in a fresh process under benchmarks.trainer_probe: that process's own peak memory."""
     from devkit.tiny_style_encoders import build_style_encoder_file
     style_reference(args.resolution).save(work / "style.png")
     (work / "content").mkdir()
     content_image(args.resolution).save(work / "content" / "0.png")
     build_style_encoder_file(work / "encoder.safetensors", "sd15", 0,
                              **({"architecture": "ViT-B-32"} if args.full_size else {}))
-    command = [sys.executable, "-m", "benchmarks.osasis", "--trainer-worker", "--checkpoint", str(checkpoint),
-               "--work", str(work), "--resolution", str(args.resolution), "--precision", args.precision]
-    command += ["--gpu"] if args.gpu else []
+    report = work / "trainer-probe.json"
+    command = [sys.executable, "-m", "benchmarks.trainer_probe", "--report", str(report), "trainers.osasis",
+               "--checkpoint", str(checkpoint), "--style", str(work / "style.png"), "--content", str(work / "content"),
+               "--style-encoder", str(work / "encoder.safetensors"), "--output-dir", str(work / "trainer"),
+               "--resolution", str(args.resolution), "--ddim-steps", "4", "--steps", "1", "--sampler-steps", "1",
+               "--sdedit-candidates", "1", "--no-resume", "--precision", args.precision,
+               "--device", "cuda" if args.gpu else "cpu"]
+    started = time.perf_counter()
     done = subprocess.run(command, cwd=paths.REPO_ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"trainer worker failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"trainer failed:\n{done.stderr[-3000:]}")
+    return dict(read_report(report), seconds=time.perf_counter() - started)
+
+
+def host_device():
+    import comfy.model_management
+    return comfy.model_management.get_torch_device()
 
 
 def main(args) -> None:
-    if args.trainer_worker:
-        print(json.dumps(trainer_worker(args)))
-        return
     with tempfile.TemporaryDirectory(prefix="stylesmith-bench-") as work:
         work = Path(work)
         checkpoint = paths.models_dir() / "checkpoints" / "stylesmith-tiny-sd15.safetensors"
@@ -153,7 +147,9 @@ def main(args) -> None:
         sampling = None if args.skip_sampling else sampling_comparison(args, checkpoint, work)
         memory = None if args.skip_trainer else trainer_memory(args, checkpoint, work)
     size = "full-size" if args.full_size else "tiny"
-    print(f"{size} SD1.5, {args.resolution} px, {'GPU' if args.gpu else 'CPU'}")
+    devices = {"sampling": sampling and sampling["device"], "trainer": memory and memory["device"]}
+    print("device: " + ", ".join(f"{part} on {device}" for part, device in devices.items() if device))
+    print(f"{size} SD1.5, {args.resolution} px")
     if sampling:
         print(f"  t0={args.t0}, {args.steps} steps, {args.iterations} inversion iterations; median of {args.repeats}")
         print(f"  OSASIS encode+decode  {sampling['osasis_s']:8.3f} s   {sampling['osasis_evals']} UNet evaluations")
@@ -161,9 +157,9 @@ def main(args) -> None:
         print(f"  OSASIS / img2img time at equal evaluations: {sampling['osasis_s'] / sampling['img2img_s']:.3f} "
               "(goal <= 1.10)")
     if memory:
-        print(f"  trainer ({args.precision}), one iteration at {args.resolution} px: peak RSS "
-              f"{memory['peak_rss_mib'] / 1024:.2f} GiB, peak GPU {memory['peak_gpu_mib'] / 1024:.2f} GiB, "
-              f"{memory['seconds']:.1f} s")
+        print(f"  trainer ({args.precision}), one iteration at {args.resolution} px, its own process: peak RSS "
+              f"{gib(memory['peak_rss_gib'])} GiB, peak GPU {gib(memory['peak_gpu_gib'])} GiB, "
+              f"{memory['seconds']:.1f} s in all")
 
 
 if __name__ == "__main__":

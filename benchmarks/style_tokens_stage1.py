@@ -1,7 +1,9 @@
 """Benchmark: stage-1 inversion throughput (images/min) with 1 and 2 ranks, and peak memory per rank.
 
 Both runs invert the same procedural style set; each rank reports the time of its inversion loop
-(model loading excluded) and its peak RSS. Throughput = images / slowest rank's time.
+(model loading excluded), and runs under benchmarks.trainer_probe, which reports that rank's own peak RSS
+(VmHWM: not the parent's, which Linux would carry into ru_maxrss) and peak CUDA memory.
+Throughput = images / slowest rank's time.
 
     python -m benchmarks.style_tokens_stage1                # tiny SD1.5, 64 px
     python -m benchmarks.style_tokens_stage1 --full-size    # full SD1.5 architecture, random weights, 512 px
@@ -15,6 +17,8 @@ from pathlib import Path
 
 from core.synthetic_styles import write_synthetic_style_set
 from devkit import paths
+
+from .trainer_probe import gib, read_report
 
 
 def parse_args(argv=None):
@@ -32,16 +36,20 @@ def parse_args(argv=None):
 
 def run(args, ranks: int, checkpoint: Path, manifest: Path, out: Path) -> dict:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks)] if ranks > 1 else [sys.executable]
-    command = [*launcher, "-m", "trainers.style_tokens_stage1", "--checkpoint", str(checkpoint), "--data", str(manifest),
+    command = [*launcher, "-m", "benchmarks.trainer_probe", "--report", str(out / "probe-r{rank}.json"),
+               "trainers.style_tokens_stage1", "--checkpoint", str(checkpoint), "--data", str(manifest),
                "--output-dir", str(out), "--resolution", str(args.resolution), "--steps", str(args.steps),
                "--batch-size", str(args.batch_size), "--device", "cuda" if args.gpu else "cpu"]
     done = subprocess.run(command, cwd=paths.REPO_ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"stage 1 with {ranks} rank(s) failed:\n{done.stderr[-3000:]}")
     reports = [json.loads(p.read_text()) for p in sorted(out.glob("throughput-r*.json"))]
+    probes = [read_report(p) for p in sorted(out.glob("probe-r*.json"))]
     images = sum(r["images"] for r in reports)
+    gpu = [p["peak_gpu_gib"] for p in probes if p["peak_gpu_gib"] is not None]
     return {"images_per_minute": 60 * images / max(r["seconds"] for r in reports),
-            "peak_rss_mib": max(r["peak_rss_mib"] for r in reports)}
+            "peak_rss_gib": max(p["peak_rss_gib"] for p in probes), "peak_gpu_gib": max(gpu) if gpu else None,
+            "devices": sorted({p["device"] for p in probes})}
 
 
 def main(args) -> None:
@@ -57,10 +65,12 @@ def main(args) -> None:
             build_checkpoint(checkpoint, "sd15", "full", text_encoder_dtype="fp16")
         one = run(args, 1, checkpoint, manifest, work / "one")
         two = run(args, 2, checkpoint, manifest, work / "two")
+    print(f"device: 1 rank on {', '.join(one['devices'])}; 2 ranks on {', '.join(two['devices'])}")
     print(f"{'full-size' if args.full_size else 'tiny'} SD1.5, {args.resolution} px, {args.steps} steps per batch of "
-          f"{args.batch_size}, {'GPU' if args.gpu else 'CPU'}")
-    print(f"  1 rank : {one['images_per_minute']:.1f} images/min, peak RSS {one['peak_rss_mib']:.0f} MiB")
-    print(f"  2 ranks: {two['images_per_minute']:.1f} images/min, peak RSS per rank {two['peak_rss_mib']:.0f} MiB")
+          f"{args.batch_size}")
+    for label, result in (("1 rank ", one), ("2 ranks", two)):
+        print(f"  {label}: {result['images_per_minute']:.1f} images/min, largest peak per rank: RSS "
+              f"{gib(result['peak_rss_gib'])} GiB, GPU {gib(result['peak_gpu_gib'])} GiB")
     print(f"  2-rank / 1-rank throughput: {two['images_per_minute'] / one['images_per_minute']:.2f} (goal >= 1.8)")
 
 

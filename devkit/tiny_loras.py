@@ -29,7 +29,7 @@ def build_styleforge_lora(path: Path, checkpoint: Path, components: list[tuple[s
         work = Path(work)
         argv = ["--checkpoint", str(checkpoint), "--output-dir", str(work / "out"), "--resolution", "64",
                 "--steps", "2", "--lr", "1e-2", "--sample-steps", "0", "--seed", str(seed), "--no-resume",
-                "--train-text-encoder", "--name", path.stem]
+                "--name", path.stem]
         for index, (name, identifier, class_word) in enumerate(components):
             refs = _image_folder(work / name / "styleref", lambda i: style_reference(64, seed=10 * index + i), 3)
             aux = _image_folder(work / name / "aux", lambda i: content_image(64).rotate(15 * i), 2)
