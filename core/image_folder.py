@@ -57,23 +57,28 @@ def load_image_file(path, resolution: int, what: str) -> torch.Tensor:
         raise DatasetError(f"The {what} {path} cannot be read as an image ({e}). Pass a .png or .jpg file.") from e
 
 
-def load_image_folder(folder, resolution: int, what: str) -> tuple[torch.Tensor, list[str]]:
-    """(N, resolution, resolution, 3) images and their file names; `what` names the set in errors."""
+def image_files(folder, what: str) -> list[Path]:
+    """The readable image files of `folder`, sorted; only headers are read, so this is cheap for large folders.
+    `what` names the set in errors and in the report of skipped files."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"The {what} folder {folder} does not exist: pass a folder of images.")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    images, names, problems = [], [], []
-    for path in files:
+    files, problems = [], []
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         try:
-            with Image.open(path) as image:
-                images.append(square_crop(image, resolution))
-            names.append(path.name)
+            with Image.open(path):
+                files.append(path)
         except (UnidentifiedImageError, OSError, ValueError) as e:
             problems.append(f"{path.name}: {e}")
-    if not images:
+    if not files:
         detail = "; ".join(problems) if problems else f"no file ending in {sorted(IMAGE_SUFFIXES)}"
         raise DatasetError(f"The {what} folder {folder} has no usable image ({detail}). Add .png or .jpg images.")
     if problems:
         print(f"[{what}] skipped {len(problems)} unreadable file(s): " + "; ".join(problems))
-    return torch.from_numpy(np.stack(images)), names
+    return files
+
+
+def load_image_folder(folder, resolution: int, what: str) -> tuple[torch.Tensor, list[str]]:
+    """(N, resolution, resolution, 3) images and their file names; `what` names the set in errors."""
+    files = image_files(folder, what)
+    return torch.cat([load_image_file(path, resolution, what) for path in files]), [p.name for p in files]

@@ -26,6 +26,6 @@ def build_osasis_style(path: Path, checkpoint: Path, style_encoder: Path, seed: 
             "--style-encoder", str(style_encoder), "--output-dir", str(work / "out"), "--name", path.stem,
             "--resolution", str(TRAINING["resolution"]), "--ddim-steps", str(TRAINING["ddim_steps"]),
             "--steps", str(TRAINING["iterations"]), "--lr", str(TRAINING["lr"]), "--spn-lr", str(TRAINING["lr"]),
-            "--sampler-steps", "4", "--sdedit-candidates", "2", "--save-dtype", "fp32", "--seed", str(seed),
-            "--no-resume"]))
+            "--sampler-steps", "4", "--sdedit-candidates", "2", "--batch-size", "1", "--save-dtype", "fp32",
+            "--seed", str(seed), "--no-resume"]))
         copy_atomic(result.style_path, path)

@@ -340,8 +340,8 @@ TRAINER_CASES = {
                                                    "--resolution must be a multiple of 8"),
     "StyleForge: zero steps": (lambda f, o: styleforge(f, o, "--steps", "0"), "--steps must be at least 1"),
     "OSASIS: t0 above one": (lambda f, o: osasis(f, o, "--t0", "1.5"), "--t0 must be in (0, 1]"),
-    "OSASIS: no image encoder for the losses": (lambda f, o: [a for a in osasis(f, o) if a not in (
-        "--style-encoder", str(f["encoder"]))], "the CLIP losses need an image encoder: pass --clip-vision"),
+    "OSASIS: no semantic code": (lambda f, o: [a for a in osasis(f, o) if a not in (
+        "--style-encoder", str(f["encoder"]))], "OSASIS needs a semantic code z_sem for each image: pass --style-encoder"),
     "OSASIS: missing style image": (lambda f, o: osasis(f, o, "--style", str(f["root"] / "nope.png")),
                                     "does not exist: pass the path of an image file"),
     "OSASIS: broken style image": (lambda f, o: osasis(f, o, "--style", str(f["root"] / "broken.png")),

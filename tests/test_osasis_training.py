@@ -30,7 +30,7 @@ def argv(checkpoint, images, encoder, out, *extra, steps=10):
     return ["--checkpoint", str(checkpoint), "--style", str(images / "style.png"), "--content", str(images / "content"),
             "--style-encoder", str(encoder), "--output-dir", str(out), "--resolution", "64", "--ddim-steps", "10",
             "--steps", str(steps), "--sampler-steps", "3", "--sdedit-candidates", "2", "--save-dtype", "fp32",
-            "--no-resume", *extra]
+            "--batch-size", "1", "--no-resume", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,45 @@ def test_style_file_records_the_schedule_semantics_and_reference(trained):
     assert style.thumbnails["style"].shape == (128, 128, 3) and style.thumbnails["style"].dtype == torch.uint8
     assert max(v.abs().max() for k, v in style.lora.items() if k.endswith("lora_up.weight")) > 0
     assert style.spn.conv_out.weight.abs().max() > 0, "the SPN must have been trained"
+
+
+def test_the_style_branch_starts_from_the_photo_and_must_reach_the_style_image(trained, tiny_checkpoint, images,
+                                                                               encoder, tmp_path):
+    """As the authors train it: the style branch runs from the code of the photoreal counterpart I_A^s (its latent,
+    its z_sem) and must reconstruct the style image I_B^s. With B = A (LoRA off) and a zero SPN it gives I_A^s
+    back, so its reconstruction loss at iteration 0 is the distance from I_A^s to I_B^s, which training must
+    close; started from I_B^s it would be about 0 and teach nothing."""
+    from comfy_adapter.bridge import structure_sigmas
+    from core.clip_losses import reconstruction_loss
+    from core.ddim import ddim_invert
+    from core.spn import StructurePreservingNetwork
+    from trainers.osasis import loss_encoder
+    from trainers.osasis_step import Encoded, OsasisStep
+    args = parse_args(argv(tiny_checkpoint("sd15"), images, encoder, tmp_path))
+    diffusion, photo = trained.diffusion, trained.photo
+    assert torch.equal(photo.clean, diffusion.encode_images(trained.images.photo))
+    assert not torch.allclose(photo.clean, diffusion.encode_images(trained.images.style))
+    encode, _ = loss_encoder(diffusion, args)
+    trained.lora.detach()
+    step = OsasisStep(diffusion, trained.lora, StructurePreservingNetwork(), encode, None, trained.images.style,
+                      trained.images.photo, args)
+    # The random tiny VAE's latents are far from unit scale, where inversion is exact: a unit-scale stand-in for
+    # I_A^s's latent, under I_A^s's own z_sem, on a 50-step schedule.
+    clean = torch.randn(photo.clean.shape, generator=torch.Generator().manual_seed(0)) / 0.18215
+    sigmas = structure_sigmas(diffusion.model, "normal", 50, 0.5).double()
+    timesteps = diffusion.unet.model_sampling.timestep(sigmas.float())
+    with torch.no_grad():
+        code = ddim_invert(clean, sigmas, lambda x, s: diffusion.eps(x, s, photo.inputs[0]), 3)
+        start = Encoded(photo.images, clean, photo.inputs, code)
+        x = code
+        for k in range(len(sigmas) - 1):
+            x, x0_image, loss = step.style_step(x, start, float(sigmas[k]), float(sigmas[k + 1]), timesteps[k])
+        photo_image = diffusion.decode_latents(clean, args.loss_resolution)
+        distance = reconstruction_loss(encode, photo_image, step.style, None)
+    assert ((x - clean).norm() / clean.norm()).item() <= 1e-3, "B = A must give I_A^s back"
+    assert loss.item() == pytest.approx(distance.item(), rel=1e-3)
+    assert loss.item() > 0.05, "the branch must start away from the style image"
+    assert reconstruction_loss(encode, step.style, step.style, None).item() < 1e-4 * loss.item()
 
 
 def test_the_decode_node_reproduces_the_trainers_stylised_latent(trained, images, comfy_in_process):
@@ -130,7 +169,7 @@ def test_bad_training_input_names_the_problem(tiny_checkpoint, images, encoder, 
     without_encoder = [a for a in good if a not in ("--style-encoder", str(encoder))]
     for bad, message in ((good + ["--t0", "0"], r"--t0 must be in \(0, 1\]"), (good + ["--t0", "1.2"], "--t0 must be in"),
                          (good + ["--sdedit-strength", "0"], "--sdedit-strength must be in"),
-                         (without_encoder, "the CLIP losses need an image encoder: pass --clip-vision")):
+                         (without_encoder, "OSASIS needs a semantic code z_sem for each image: pass --style-encoder")):
         with pytest.raises(SystemExit):
             parse_args(bad)
         assert re.search(message, capsys.readouterr().err), message

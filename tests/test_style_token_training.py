@@ -1,5 +1,6 @@
 """Style-token training data and stage 1: dataset validation, the synthetic set, inversion, shards."""
 import json
+import os
 import subprocess
 import sys
 
@@ -119,7 +120,7 @@ def test_stage2_writes_an_encoder_the_nodes_load(tiny_checkpoint, synthetic, tmp
     stage1.train(stage1_args(tiny_checkpoint("sd15"), synthetic, tokens, steps=1))
     out = comfy_in_process.base_dir / "models" / "style_encoders"
     args = stage2.parse_args(["--data", str(synthetic), "--tokens", str(tokens), "--output-dir", str(tmp_path / "enc"),
-                              "--architecture", "StyleSmith-Tiny-ViT", "--steps", "4", "--contrastive-weight", "0.5",
+                              "--architecture", "StyleSmith-Tiny-ViT", "--random-init", "--steps", "4", "--contrastive-weight", "0.5",
                               "--holdout", "0.34"])
     metrics = stage2.train(args)
     assert metrics["held_out_images"] == 2 and metrics["mean_token_baseline_mse"] > 0
@@ -218,6 +219,36 @@ def test_stage3_moves_the_encoder_through_the_text_encoder_and_unet(tiny_checkpo
         assert (tmp_path / "out" / picture).is_file()
 
 
+def test_stage3_lowers_the_diffusion_loss_on_fixed_noises(tiny_checkpoint, synthetic, tmp_path):
+    """Not merely moved weights: the diffusion loss of the encoder's tokens, on the training images with fixed
+    noises and timesteps, is lower after stage 3 than before."""
+    from comfy_adapter.diffusion import ComfyDiffusion
+    from core.image_preprocess import preprocess
+    from core.style_encoder_file import load_style_encoder, save_style_encoder
+    from devkit.tiny_style_encoders import build_style_encoder
+    from trainers import style_tokens_stage3 as stage3
+    start = tmp_path / "start.safetensors"
+    save_style_encoder(build_style_encoder("sd15", seed=2), start)
+    stage3.train(stage3.parse_args(["--checkpoint", str(tiny_checkpoint("sd15")), "--data", str(synthetic),
+                                    "--encoder", str(start), "--output-dir", str(tmp_path / "out"), "--resolution", "64",
+                                    "--steps", "30", "--batch-size", "3", "--lr", "3e-3", "--sample-steps", "0",
+                                    "--workers", "0"]))
+    diffusion = ComfyDiffusion(tiny_checkpoint("sd15"), torch.device("cpu"))
+    examples = read_style_dataset(synthetic).examples
+    images = stage1.load_images(examples, 64, workers=0)
+    latents = diffusion.encode_images(images)
+
+    def fixed_loss(path) -> float:
+        encoder = load_style_encoder(path).eval()
+        pixels = preprocess(images, encoder.config.preprocess)
+        with torch.no_grad():
+            return sum(stage3.style_loss(diffusion, encoder, pixels, latents, [e.caption for e in examples], "sks",
+                                         torch.Generator().manual_seed(500 + s)).item() for s in range(8)) / 8
+
+    before, after = fixed_loss(start), fixed_loss(tmp_path / "out" / "style_encoder.safetensors")
+    assert after <= 0.95 * before, f"fixed-noise loss {before:.4f} -> {after:.4f}"
+
+
 def test_trainer_and_node_condition_identically(comfy_in_process, tiny_checkpoint):
     from comfy_adapter.diffusion import ComfyDiffusion, encode_prompt_with_style
     from core.style_tokens import StyleTokens
@@ -246,10 +277,45 @@ def test_contrastive_term_makes_a_small_encoder_retrieve_styles_of_unseen_conten
     for weight in ("0", "1"):
         stage2.train(stage2.parse_args(["--data", str(train), "--tokens", str(tmp_path / "tokens"),
                                         "--output-dir", str(tmp_path / f"enc{weight}"), "--architecture",
-                                        "StyleSmith-Tiny-ViT", "--steps", "800", "--batch-size", "32", "--lr", "1e-3",
+                                        "StyleSmith-Tiny-ViT", "--random-init", "--steps", "800", "--batch-size", "32", "--lr", "1e-3",
                                         "--contrastive-weight", weight, "--holdout", "0.05"]))
         accuracy[weight] = style_eval.main(style_eval.parse_args(
             ["--data", str(test), "--encoder", str(tmp_path / f"enc{weight}" / "style_encoder.safetensors")]))
     assert accuracy["1"]["style encoder (tokens)"] >= 0.9
     assert accuracy["1"]["style encoder (tokens)"] > accuracy["0"]["style encoder (tokens)"]
     assert accuracy["1"]["style encoder (tokens)"] > accuracy["1"]["raw backbone (pooled)"]
+
+
+def stage2_argv(tmp_path, *extra) -> list[str]:
+    return ["--data", str(tmp_path), "--tokens", str(tmp_path), "--output-dir", str(tmp_path / "out"), *extra]
+
+
+def test_stage2_backbone_starts_from_a_local_open_clip_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+    from core.clip_backbones import TINY_VIT, open_clip_with_configs
+    from trainers import style_tokens_stage2 as stage2
+    model = open_clip_with_configs().create_model(TINY_VIT)
+    torch.manual_seed(3)
+    for p in model.parameters():
+        p.data.normal_()
+    save_file({k: v.clone().contiguous() for k, v in model.state_dict().items()}, tmp_path / "tiny-clip.safetensors")
+    args = stage2.parse_args(stage2_argv(tmp_path, "--architecture", TINY_VIT,
+                                         "--pretrained", str(tmp_path / "tiny-clip.safetensors")))
+    got = stage2.build_encoder(args, "sd15", {"clip_l": 768}, 8).backbone.state_dict()
+    expected = {k: v for k, v in model.visual.state_dict().items() if k != "proj"}
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    assert stage2.backbone_source(args) == f"pretrained {tmp_path / 'tiny-clip.safetensors'}"
+
+
+def test_stage2_is_pretrained_by_default_and_offline_names_every_way_out(tmp_path):
+    from trainers import style_tokens_stage2 as stage2
+    assert stage2.parse_args(stage2_argv(tmp_path)).pretrained == "openai"
+    code = ("import sys; from trainers.style_tokens_stage2 import parse_args, build_encoder; "
+            "build_encoder(parse_args(sys.argv[1:]), 'sd15', {'clip_l': 768}, 8)")
+    done = subprocess.run([sys.executable, "-c", code, *stage2_argv(tmp_path, "--architecture", "ViT-B-32")],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode != 0
+    for way_out in ("--init-clip-vision FILE", "--pretrained PATH", "--random-init", "Cannot load open_clip's pretrained"):
+        assert way_out in done.stderr, done.stderr[-2000:]

@@ -47,14 +47,18 @@ def test_check_ui_workflow_catches_a_broken_link(object_info):
 
 
 @pytest.mark.parametrize("name", sorted(api_workflows()))
-def test_api_workflow_runs_and_writes_finite_images(name, comfy_server):
+def test_api_workflow_runs_and_writes_pictures_that_differ(name, comfy_server):
+    """A NaN anywhere upstream reaches SaveImage as a flat (black) picture, so every saved image must vary; and
+    a workflow that saves several (with and without a style, a sweep) must not save the same one throughout."""
     result = comfy_server.run(api_workflows()[name])
     assert result.status == "success", result.error
     assert result.images, "the workflow saved no image"
     for image, path in zip(result.images, result.image_paths):
         assert path.is_file()
         assert image.ndim == 3 and image.shape[2] == 3
-        assert np.isfinite(image).all()
+        assert float(np.std(image)) > 2 / 255, f"{path.name} is flat: something upstream is NaN"
+    if len(result.images) > 1:
+        assert len({np.asarray(image).tobytes() for image in result.images}) > 1, "every saved image is the same"
 
 
 @pytest.mark.parametrize("name", sorted(api_workflows()))

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from core.embedding_file import check_embedding_name, save_embedding
-from core.image_folder import square_crop
+from core import image_stream
 from core.style_dataset import read_style_dataset
 from core.token_shards import load_tokens, read_index, read_loss_curves, write_shard
 
@@ -43,6 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--init-std", type=float, default=0.02, help="std of the tokens' normal init")
     p.add_argument("--placeholder", default="sks", help="the caption word the tokens replace")
     p.add_argument("--sample-steps", type=int, default=20, help="sampler steps of samples.png (0: none)")
+    p.add_argument("--workers", type=int, default=2, help="processes decoding the next batches ahead of training")
     p.add_argument("--export", metavar="IMAGE_ID", help="instead of training: export this image's tokens ...")
     p.add_argument("--to", type=Path, help="... as a ComfyUI embedding at this path (.safetensors)")
     common.add_common_args(p, steps=200, lr=1e-3, save_every=None, steps_help="optimiser steps per batch",
@@ -103,13 +104,8 @@ def invert_batch(diffusion, precision, latents, captions, ids, args, widths) -> 
     return {k: v.detach() for k, v in tokens.items()}, history
 
 
-def load_images(examples, resolution: int) -> torch.Tensor:
-    from PIL import Image
-    images = []
-    for example in examples:
-        with Image.open(example.image) as image:
-            images.append(torch.from_numpy(square_crop(image, resolution)))
-    return torch.stack(images)
+def load_images(examples, resolution: int, workers: int = 2) -> torch.Tensor:
+    return image_stream.load_images([e.image for e in examples], resolution, workers)
 
 
 def write_samples(diffusion, examples, tokens: dict, args) -> None:
@@ -163,8 +159,10 @@ def train(args) -> dict:
     shard_number = len({r["shard"] for r in done.values() if r["shard"].startswith(f"tokens-r{world.rank}-")})
     batches = [todo[i:i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
     started = time.perf_counter()
-    for batch in tqdm(batches, desc=f"stage 1 (rank {world.rank})", disable=not batches):
-        latents = diffusion.encode_images(load_images(batch, args.resolution))
+    images = image_stream.image_batches([e.image for e in todo], args.resolution, args.batch_size, args.workers)
+    for batch, pixels in tqdm(zip(batches, images), total=len(batches), desc=f"stage 1 (rank {world.rank})",
+                              disable=not batches):
+        latents = diffusion.encode_images(pixels)
         ids = [e.id for e in batch]
         tokens, history = invert_batch(diffusion, precision, latents, [e.caption for e in batch], ids, args, widths)
         write_shard(args.output_dir, world.rank, shard_number, tokens,

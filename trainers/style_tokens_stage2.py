@@ -10,7 +10,7 @@ A held-out split reports MSE against the mean-token baseline. Paper defaults: Ad
 embedding_map.png (PCA of held-out features by style) and metrics.json.
 
     python -m trainers.style_tokens_stage2 --data manifest.jsonl --tokens tokens/ --output-dir enc/ \\
-        [--init-clip-vision models/clip_vision/clip_vit_l.safetensors | --architecture ViT-L-14-quickgelu]
+        [--init-clip-vision models/clip_vision/clip_vit_l.safetensors | --pretrained openai | --random-init]
 """
 import argparse
 import json
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from core.image_preprocess import Preprocess, preprocess
+from core.image_stream import image_batches, indexed_batches
 from core.style_dataset import read_style_dataset
 from core.style_encoder import StyleEncoder, StyleEncoderConfig
 from core.style_encoder_file import save_style_encoder
@@ -29,7 +30,6 @@ from core.token_shards import load_tokens
 from . import common
 from .precision import Precision
 from .training_loop import TrainingLoop
-from .style_tokens_stage1 import load_images
 
 NORMALISATIONS = {"authors": ((0.5,) * 3, (0.5,) * 3),
                   "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))}
@@ -39,8 +39,16 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="the manifest or folder stage 1 ran on")
     p.add_argument("--tokens", type=Path, required=True, help="stage 1's output folder (token shards + index)")
-    p.add_argument("--architecture", default="ViT-L-14-quickgelu", help="open_clip architecture (random init)")
-    p.add_argument("--init-clip-vision", type=Path, help="start the backbone from a models/clip_vision file")
+    b = p.add_argument_group("backbone (pretrained by default, as in the paper)")
+    b.add_argument("--architecture", default="ViT-L-14-quickgelu", help="open_clip architecture (default: the paper's "
+                                                                         "CLIP ViT-L/14)")
+    start = b.add_mutually_exclusive_group()
+    start.add_argument("--pretrained", default="openai",
+                       help="open_clip pretrained tag of --architecture, downloaded once by open_clip (default openai), "
+                            "or the path of an open_clip checkpoint file")
+    start.add_argument("--init-clip-vision", type=Path, help="start the backbone from a ComfyUI models/clip_vision file")
+    start.add_argument("--random-init", action="store_true",
+                       help="start the backbone from random weights (tests; the paper starts from pretrained CLIP)")
     p.add_argument("--image-size", type=int, help="encoder input size (default: the backbone's)")
     p.add_argument("--normalisation", choices=sorted(NORMALISATIONS), default="authors",
                    help="authors: mean = std = 0.5 (the paper's code); clip: CLIP's mean/std")
@@ -49,6 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=float, default=10, help="passes over the training split (paper: 10)")
     p.add_argument("--contrastive-weight", type=float, default=0.0, help="weight of the style-label term (0: off)")
     p.add_argument("--temperature", type=float, default=0.1, help="temperature of the contrastive term")
+    p.add_argument("--workers", type=int, default=2, help="processes decoding images ahead of training")
     p.add_argument("--augment", action="store_true",
                    help="random flips, quarter turns and crops of each batch, so features follow style, not layout")
     common.add_common_args(p, steps=0, lr=1e-4, save_every=200, steps_help="optimiser steps; 0: from --epochs",
@@ -84,11 +93,22 @@ def build_encoder(args, family: str, widths: dict[str, int], n_tokens: int) -> S
         size = args.image_size or encoder.config.preprocess.size
         encoder.config.preprocess = Preprocess(size, mean, std)
         return encoder
-    from core.clip_backbones import backbone_config
+    from core.clip_backbones import backbone_config, pretrained_visual_state
     config = backbone_config(args.architecture)
     size = args.image_size or config["vision_cfg"]["image_size"]
-    return StyleEncoder(StyleEncoderConfig(family=family, architecture=args.architecture, backbone_config=config,
-                                           heads=dict(widths), n_tokens=n_tokens, preprocess=Preprocess(size, mean, std)))
+    encoder = StyleEncoder(StyleEncoderConfig(family=family, architecture=args.architecture, backbone_config=config,
+                                              heads=dict(widths), n_tokens=n_tokens,
+                                              preprocess=Preprocess(size, mean, std)))
+    if not args.random_init:
+        state = pretrained_visual_state(args.architecture, args.pretrained)
+        encoder.backbone.load_state_dict({k: v for k, v in state.items() if k != "proj"})   # pooled, as the paper
+    return encoder
+
+
+def backbone_source(args) -> str:
+    if args.init_clip_vision:
+        return f"from {args.init_clip_vision.name}"
+    return "random (--random-init)" if args.random_init else f"pretrained {args.pretrained}"
 
 
 def augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -129,21 +149,22 @@ def token_mse(predicted: dict, target: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_all(encoder: StyleEncoder, pixels: torch.Tensor, batch: int = 32) -> tuple[torch.Tensor, dict]:
+def encode_all(encoder: StyleEncoder, examples, workers: int, batch: int = 32) -> tuple[torch.Tensor, dict]:
+    """(features, tokens) of every example, read in batches."""
     features, tokens = [], {}
-    for i in range(0, len(pixels), batch):
-        f = encoder.features(pixels[i:i + batch])
-        features.append(f)
+    device = next(encoder.parameters()).device
+    for images in image_batches([e.image for e in examples], encoder.config.preprocess.size, batch, workers):
+        f = encoder.features(preprocess(images, encoder.config.preprocess).to(device))
+        features.append(f.cpu())
         for k, head in encoder.heads.items():
-            tokens.setdefault(k, []).append(head(f).view(len(f), encoder.config.n_tokens, -1))
+            tokens.setdefault(k, []).append(head(f).view(len(f), encoder.config.n_tokens, -1).cpu())
     return torch.cat(features), {k: torch.cat(v) for k, v in tokens.items()}
 
 
-def write_results(encoder: StyleEncoder, args, dataset, sets: dict, targets: dict, held_targets: dict,
+def write_results(encoder: StyleEncoder, args, dataset, train_set, held_out, targets: dict, held_targets: dict,
                   history: dict, steps: int) -> dict:
     """Held-out metrics against the mean-token baseline, the encoder file, loss curves and the embedding map."""
-    (train_set, pixels), (held_out, held_pixels) = sets["train"], sets["held out"]
-    _, held_predicted = encode_all(encoder, held_pixels.to(next(encoder.parameters()).device))
+    _, held_predicted = encode_all(encoder, held_out, args.workers)
     baseline = {k: v.mean(0, keepdim=True).expand_as(held_targets[k]) for k, v in targets.items()}
     metrics = {"held_out_mse": token_mse(held_predicted, held_targets).item(),
                "mean_token_baseline_mse": token_mse(baseline, held_targets).item(),
@@ -153,7 +174,7 @@ def write_results(encoder: StyleEncoder, args, dataset, sets: dict, targets: dic
                                "contrastive_weight": args.contrastive_weight, **metrics}
     save_style_encoder(encoder.cpu(), args.output_dir / "style_encoder.safetensors")
     common.plot_losses(history, args.output_dir / "loss.png", "stage 2: encoder pre-training")
-    all_features, _ = encode_all(encoder, torch.cat([pixels, held_pixels]))
+    all_features, _ = encode_all(encoder, train_set + held_out, args.workers)
     common.plot_embedding_map(all_features, [e.style for e in train_set + held_out], args.output_dir / "embedding_map.png",
                               "stage 2 encoder features (PCA), by style")
     print(f"held-out token MSE {metrics['held_out_mse']:.5f} vs mean-token baseline "
@@ -174,22 +195,29 @@ def train(args) -> dict:
     if state_is_fresh(args):
         start_at_the_mean_token(encoder, targets)
     encoder = encoder.to(world.device)
-    pixels = preprocess(load_images(train_set, encoder.config.preprocess.size), encoder.config.preprocess)
-    held_pixels = preprocess(load_images(held_out, encoder.config.preprocess.size), encoder.config.preprocess)
     styles = {s: i for i, s in enumerate(dataset.styles)}
     labels = torch.tensor([styles[e.style] for e in train_set])
     steps = args.steps or max(1, math.ceil(args.epochs * len(train_set) / args.batch_size))
     common.print_run_summary("Style tokens, stage 2: encoder pre-training", args, {
-        "encoder": f"{encoder.config.architecture}, heads {widths}, {encoder.config.n_tokens} tokens",
+        "encoder": f"{encoder.config.architecture} {backbone_source(args)}, heads {widths}, "
+                   f"{encoder.config.n_tokens} tokens",
         "data": f"{len(train_set)} train / {len(held_out)} held out, {len(styles)} styles", "steps": steps,
         "precision": precision.describe()}, world)
     loop = TrainingLoop(args, world, precision, torch.optim.AdamW(encoder.parameters(), lr=args.lr), {"model": encoder})
 
-    def micro_step(step: int):
+    def pick(step: int) -> tuple[torch.Tensor, torch.Generator]:
+        """This rank's rows of step `step` and the generator that then augments them: a function of (seed, step)."""
         generator = common.step_generator(args.seed, step)
         batch = torch.randperm(len(train_set), generator=generator)[:args.batch_size * world.world_size]
-        batch = batch[world.rank::world.world_size]
-        x = (augment(pixels[batch], generator) if args.augment else pixels[batch]).to(world.device)
+        return batch[world.rank::world.world_size], generator
+
+    images = indexed_batches([e.image for e in train_set], encoder.config.preprocess.size,
+                             (pick(step)[0].tolist() for step in range(loop.start, steps)), args.workers)
+
+    def micro_step(step: int):
+        batch, generator = pick(step)
+        pixels = preprocess(next(images), encoder.config.preprocess)
+        x = (augment(pixels, generator) if args.augment else pixels).to(world.device)
         features = encoder.features(x)
         predicted = {k: head(features).view(len(x), encoder.config.n_tokens, -1) for k, head in encoder.heads.items()}
         mse = token_mse(predicted, {k: v[batch].to(world.device) for k, v in targets.items()})
@@ -203,8 +231,7 @@ def train(args) -> dict:
     encoder.eval()
     metrics = {}
     if world.is_main:
-        metrics = write_results(encoder, args, dataset, {"train": (train_set, pixels), "held out": (held_out, held_pixels)},
-                                targets, held_targets, history, steps)
+        metrics = write_results(encoder, args, dataset, train_set, held_out, targets, held_targets, history, steps)
     world.barrier()
     world.close()
     return metrics

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from core.image_preprocess import preprocess
+from core.image_stream import image_batches, indexed_batches, load_images
 from core.style_dataset import read_style_dataset
 from core.style_encoder_file import load_style_encoder, save_style_encoder
 from core.token_injection import check_widths
@@ -26,7 +27,6 @@ from comfy_adapter.diffusion import encode_prompt_with_style
 from comfy_adapter.families import text_encoder_widths
 from . import common
 from .training_loop import TrainingLoop
-from .style_tokens_stage1 import load_images
 
 
 def parse_args(argv=None):
@@ -40,6 +40,7 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=float, default=5, help="passes over the data (paper: 5)")
     p.add_argument("--placeholder", default="sks", help="the caption word the tokens replace")
     p.add_argument("--sample-steps", type=int, default=20, help="sampler steps of samples.png (0: none)")
+    p.add_argument("--workers", type=int, default=2, help="processes decoding images ahead of training")
     common.add_common_args(p, steps=0, lr=2e-4, save_every=200, steps_help="optimiser steps; 0: from --epochs",
                            grad_accum=False)
     args = p.parse_args(argv)
@@ -58,29 +59,36 @@ def style_loss(diffusion, encoder, pixels, latents, captions, placeholder, gener
     return torch.stack(losses).mean()
 
 
-def write_samples(diffusion, encoder, examples, pixels, images, args) -> None:
-    picked = list(range(min(4, len(examples))))
+def write_samples(diffusion, encoder, examples, args) -> None:
+    shown = examples[:4]
+    images = load_images([e.image for e in shown], args.resolution, args.workers)
     with torch.no_grad():
-        tokens = encoder(pixels[picked])
-        conditions = [encode_prompt_with_style(diffusion, examples[i].caption, {k: v[n] for k, v in tokens.items()},
-                                               args.placeholder) for n, i in enumerate(picked)]
+        tokens = encoder(preprocess(images, encoder.config.preprocess).to(diffusion.device))
+        conditions = [encode_prompt_with_style(diffusion, e.caption, {k: v[n] for k, v in tokens.items()},
+                                               args.placeholder) for n, e in enumerate(shown)]
     generated = diffusion.sample_conditioned(conditions, "blurry, low quality", min(args.resolution, 512),
                                              args.sample_steps, args.seed)
-    common.save_image_grid({"reference": images[picked], "generated from its style tokens": generated},
+    common.save_image_grid({"reference": images, "generated from its style tokens": generated},
                            args.output_dir / "samples.png")
 
 
-def write_results(diffusion, encoder, examples, pixels, images, dataset, history: dict, steps: int, args) -> None:
+@torch.no_grad()
+def all_features(encoder, examples, workers: int) -> torch.Tensor:
+    device = next(encoder.parameters()).device
+    return torch.cat([encoder.features(preprocess(images, encoder.config.preprocess).to(device)).cpu()
+                      for images in image_batches([e.image for e in examples], encoder.config.preprocess.size, 32,
+                                                  workers)])
+
+
+def write_results(diffusion, encoder, examples, dataset, history: dict, steps: int, args) -> None:
     encoder.config.training = {"stage": 3, "steps": steps, "dataset_fingerprint": dataset.fingerprint(),
                                "from": args.encoder.name}
     save_style_encoder(encoder, args.output_dir / "style_encoder.safetensors")
     common.plot_losses(history, args.output_dir / "loss.png", "stage 3: joint fine-tuning")
-    with torch.no_grad():
-        features = encoder.features(pixels)
-    common.plot_embedding_map(features.cpu(), [e.style for e in examples], args.output_dir / "embedding_map.png",
-                              "stage 3 encoder features (PCA), by style")
+    common.plot_embedding_map(all_features(encoder, examples, args.workers), [e.style for e in examples],
+                              args.output_dir / "embedding_map.png", "stage 3 encoder features (PCA), by style")
     if args.sample_steps:
-        write_samples(diffusion, encoder, examples, pixels, images, args)
+        write_samples(diffusion, encoder, examples, args)
     print(f"encoder: {args.output_dir / 'style_encoder.safetensors'}")
 
 
@@ -92,9 +100,6 @@ def train(args) -> None:
     encoder = load_style_encoder(args.encoder).requires_grad_(True).to(world.device)
     check_widths(encoder.config.heads, text_encoder_widths(diffusion.clip), encoder.config.family)
     examples = dataset.examples
-    images = load_images(examples, args.resolution)
-    latents = diffusion.encode_images(images)
-    pixels = preprocess(images, encoder.config.preprocess).to(world.device)
     steps = args.steps or max(1, math.ceil(args.epochs * len(examples) / (args.batch_size * world.world_size)))
     common.print_run_summary("Style tokens, stage 3: joint fine-tuning", args, {
         "checkpoint": f"{args.checkpoint.name} ({diffusion.family})", "encoder": args.encoder.name,
@@ -104,19 +109,26 @@ def train(args) -> None:
     loop = TrainingLoop(args, world, precision, optimizer, {"model": encoder},
                         schedule=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps))
 
-    def micro_step(step: int):
-        generator = common.step_generator(args.seed, step, world.rank)
+    def pick(step: int) -> list[int]:
+        """This rank's rows of step `step`: the step's global batch is a function of (seed, step)."""
         batch = torch.randperm(len(examples), generator=common.step_generator(args.seed, step))
-        batch = batch[:args.batch_size * world.world_size][world.rank::world.world_size].tolist()
-        loss = style_loss(diffusion, encoder, pixels[batch], latents[batch], [examples[i].caption for i in batch],
-                          args.placeholder, generator)
+        return batch[:args.batch_size * world.world_size][world.rank::world.world_size].tolist()
+
+    images = indexed_batches([e.image for e in examples], args.resolution,
+                             (pick(step) for step in range(loop.start, steps)), args.workers)
+
+    def micro_step(step: int):
+        batch, x = pick(step), next(images)
+        loss = style_loss(diffusion, encoder, preprocess(x, encoder.config.preprocess).to(world.device),
+                          diffusion.encode_images(x), [examples[i].caption for i in batch], args.placeholder,
+                          common.step_generator(args.seed, step, world.rank))
         return loss, {"diffusion loss": loss.item()}
 
     encoder.train()
     history = loop.run(steps, lambda step: loop.accumulated_step(lambda: micro_step(step)), "stage 3")
     encoder.eval()
     if world.is_main:
-        write_results(diffusion, encoder, examples, pixels, images, dataset, history, steps, args)
+        write_results(diffusion, encoder, examples, dataset, history, steps, args)
     world.barrier()
     world.close()
 
