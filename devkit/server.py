@@ -49,7 +49,7 @@ def free_port() -> int:
 class ComfyServer:
     def __init__(self, base_dir: Path, comfyui_dir: Path | None = None, python: str = sys.executable,
                  extra_args: tuple = ("--fp32-text-enc",), extra_model_paths: Path | None = None,
-                 log_path: Path | None = None, packs: tuple = (paths.PACK_FOLDER_NAME,)):
+                 log_path: Path | None = None, packs: tuple = (paths.PACK_FOLDER_NAME,), cpu: bool = True):
         self.base_dir = Path(base_dir)
         self.comfyui_dir = Path(comfyui_dir or paths.comfyui_dir())
         self.python = python
@@ -57,6 +57,7 @@ class ComfyServer:
         self.extra_model_paths = extra_model_paths
         self.log_path = Path(log_path or self.base_dir / "comfyui-server.log")
         self.packs = packs
+        self.cpu = cpu
         self.port = None
         self.process = None
 
@@ -67,7 +68,8 @@ class ComfyServer:
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> "ComfyServer":
         self.port = free_port()
-        cmd = [self.python, "main.py", *SERVER_FLAGS, "--listen", "127.0.0.1", "--port", str(self.port),
+        flags = SERVER_FLAGS if self.cpu else tuple(f for f in SERVER_FLAGS if f != "--cpu")
+        cmd = [self.python, "main.py", *flags, "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.base_dir), *self.extra_args]
         if self.extra_model_paths is not None:
             cmd += ["--extra-model-paths-config", str(self.extra_model_paths)]
