@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from core.aspect_buckets import fit_to_bucket
 from core.image_folder import DatasetError
@@ -325,28 +326,31 @@ def test_corrupt_lora_is_refused_and_the_server_serves_on(comfy_server):
 
 
 def test_two_ranks_with_batch_one_train_what_one_rank_with_batch_two_trains(tiny_checkpoint, image_sets, tmp_path):
+    """The gradients the optimiser applies at step 1, taken by benchmarks.trainer_probe: averaged over two ranks with
+    one item each, they are those of one rank with both items (the same items, the same flips)."""
+    def first_step_gradients(out, ranks, batch_size):
+        launch = ["-m", "torch.distributed.run", "--nproc-per-node", str(ranks)] if ranks > 1 else []
+        done = subprocess.run([sys.executable, *launch, "-m", "benchmarks.trainer_probe", "--report",
+                               str(out / "probe-{rank}.json"), "--gradients", str(out / "gradients-{rank}.safetensors"),
+                               "trainers.styleforge", *argv(tiny_checkpoint("sd15"), image_sets, out, "--flip",
+                                                            "--batch-size", str(batch_size), steps=1)],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return [load_file(str(out / f"gradients-{rank}.safetensors")) for rank in range(ranks)]
+
     ranks, single = tmp_path / "ranks", tmp_path / "single"
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m",
-                           "trainers.styleforge", *argv(tiny_checkpoint("sd15"), image_sets, ranks, "--flip",
-                                                        "--batch-size", "1", steps=2, lr="1e-4")],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads((ranks / "run_summary.json").read_text())
-    assert summary["facts"]["ranks"] == "2"
-    result = train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, single, "--flip", "--batch-size", "2",
-                                   steps=2, lr="1e-4")))
-    for lora in result.loras.values():
-        lora.detach()
-    a, info = read_lora(ranks / "styleforge.safetensors")
-    b, _ = read_lora(result.lora_path)
-    assert info.components[0].trigger == "zwx style"
-    assert a.keys() == b.keys()
-    ups = [k for k in a if k.endswith("lora_up.weight")]
-    assert min(a[k].abs().max().item() for k in ups) > 5e-5, "every layer moved: the comparison is not vacuous"
-    # Two Adam steps move each weight by about 1e-4 (text encoder) to 2e-4 (UNet); a wrong item, flip or noise on
-    # either side would differ by that much almost everywhere. Batched and split UNet passes differ by rounding only,
-    # but Adam divides each gradient by its own size, so the few elements whose gradient is near zero amplify that
-    # rounding to a fraction of the step: those are allowed, one in 100,000 at most.
-    differences = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
-    assert (differences > 1e-5).float().mean().item() <= 1e-5, f"{int((differences > 1e-5).sum())} elements differ"
-    assert differences.max().item() <= 2e-4
+    (a, a1), (b,) = first_step_gradients(ranks, 2, 1), first_step_gradients(single, 1, 2)
+    assert json.loads((ranks / "run_summary.json").read_text())["facts"]["ranks"] == "2"
+    assert read_lora(ranks / "styleforge.safetensors")[1].components[0].trigger == "zwx style"
+    assert a.keys() == a1.keys() == b.keys()
+    assert all(torch.equal(a[k], a1[k]) for k in a), "both ranks apply the same averaged gradients"
+    scale = {k: b[k].abs().max().item() for k in b}
+    difference = {k: (a[k] - b[k]).abs().max().item() for k in b}
+    # Every LoRA up weight has a gradient at step 1 and every down weight none (exactly zero), since up starts at 0
+    assert sum(s > 0 for s in scale.values()) == len(b) // 2 and max(scale.values()) > 1e-3, scale
+    # Per-tensor gradient scales span 4e-4 to 2e-2, so an absolute 1e-5 would pass a 2% error in the smallest: the
+    # honest reading is relative to each tensor's largest |grad|. Split and batched passes differ by float32 rounding
+    # only (measured: at most 1e-6 of the scale, 1.5e-8 absolute); other noise or items differ by O(1) of it, and even
+    # dropping --flip on the batched side by 2e-3 to 4e-3 of it in every tensor.
+    worst = max(b, key=lambda k: difference[k] - 1e-5 * scale[k])
+    assert difference[worst] <= 1e-5 * scale[worst], f"{worst}: {difference[worst]:.3e} of {scale[worst]:.3e}"
