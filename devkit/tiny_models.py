@@ -5,8 +5,10 @@ ComfyUI's own `state_dict_for_saving` writes the keys, so the files are exactly 
 `CheckpointLoaderSimple` detects and loads. Weights come from one seeded generator: the same
 seed gives the same bytes.
 
-`tiny` UNets keep only the values ComfyUI's detection pins (DESIGN §4); `full` builds the real
-SD1.5 / SDXL architecture for benchmarks (random weights time and fill memory like real ones).
+`tiny` UNets keep only the values ComfyUI's detection pins (DESIGN §4); `two-level` (SD1.5 only) is
+a tiny UNet with two resolution levels and a middle block, for tests of per-level behaviour; `full`
+builds the real SD1.5 / SDXL architecture for benchmarks (random weights time and fill memory like
+real ones). All but `full` get a TAESD VAE.
 
     python -m devkit.tiny_models --models-dir .stylesmith/base/models          # the defaults
     python -m devkit.tiny_models --family sdxl --size full --out /tmp/sdxl.safetensors
@@ -39,6 +41,10 @@ UNET_CONFIGS = {
     ("sd15", "tiny"): dict(_COMMON, adm_in_channels=None, context_dim=768, use_linear_in_transformer=False,
                            num_res_blocks=[1], channel_mult=[1], transformer_depth=[1],
                            transformer_depth_output=[0, 0], transformer_depth_middle=-2),
+    # Smallest SD1.5 UNet with 2 levels and a middle block, attention everywhere (per-level tests, e.g. OSASIS mixing).
+    ("sd15", "two-level"): dict(_COMMON, adm_in_channels=None, context_dim=768, use_linear_in_transformer=False,
+                                num_res_blocks=[1, 1], channel_mult=[1, 1], transformer_depth=[1, 1],
+                                transformer_depth_output=[1, 1, 1, 1], transformer_depth_middle=1),
     ("sd15", "full"): dict(_COMMON, adm_in_channels=None, context_dim=768, use_linear_in_transformer=False,
                            num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
                            transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
@@ -116,10 +122,10 @@ def build_state_dict(family: str, size: str, seed: int, text_encoder_dtype: torc
     clip_sd = {k: v.to(text_encoder_dtype) if v.is_floating_point() else v
                for k, v in text_encoder.state_dict().items()}
 
-    if size == "tiny":
-        vae = comfy.taesd.taesd.TAESD()
-    else:
+    if size == "full":
         vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(KL_VAE_CONFIG), embed_dim=4)
+    else:
+        vae = comfy.taesd.taesd.TAESD()
     init_weights_(vae, generator)
 
     sd = versions.checkpoint_state_dict(model, clip_sd, vae.state_dict())
@@ -196,7 +202,8 @@ def parse_args(argv=None):
     p.add_argument("--models-dir", type=Path, help="build the default tiny models into MODELS_DIR/checkpoints")
     p.add_argument("--inputs-dir", type=Path, help="also write the example input images into this ComfyUI input/")
     p.add_argument("--family", choices=["sd15", "sdxl"], help="build one checkpoint of this family (with --out)")
-    p.add_argument("--size", choices=["tiny", "full"], default="tiny", help="tiny (tests) or full architecture")
+    p.add_argument("--size", choices=["tiny", "two-level", "full"], default="tiny",
+                   help="tiny (tests), two-level (SD1.5 only: 2 levels and a middle block) or full architecture")
     p.add_argument("--out", type=Path, help="where to write the single checkpoint")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="weights seed: same seed, same bytes")
     p.add_argument("--text-encoder-dtype", choices=sorted(TEXT_ENCODER_DTYPES), default="fp8",
@@ -204,6 +211,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if (args.family is None) != (args.out is None):
         p.error("--family and --out go together")
+    if args.family is not None and (args.family, args.size) not in UNET_CONFIGS:
+        p.error(f"there is no {args.size} {args.family} model")
     if args.models_dir is None and args.out is None:
         p.error("give --models-dir (the defaults) or --family with --out (one checkpoint)")
     return args
