@@ -129,11 +129,6 @@ def context_width(model) -> int | None:
     return model.model.model_config.unet_config.get("context_dim")
 
 
-def clip_image_embeds(clip_vision, image) -> torch.Tensor:
-    """CLIP vision's projected image embeddings (batch, width) of an IMAGE batch."""
-    return clip_vision.encode_image(image).image_embeds
-
-
 def with_attn2_patch(model, patch):
     """A clone of MODEL whose cross-attention layers call patch(n, context, value, extra_options) first."""
     model = model.clone()

@@ -4,8 +4,11 @@ Inside ComfyUI the pack is one package (custom_nodes/ComfyUI-StyleSmith), so cor
 trainers, benchmarks and tests run from the repository root, where `core` is a top-level package.
 """
 if "." in __package__:
-    from ..core import checkpoint_family, ddim, families, gradient_checkpointing, token_injection
+    from ..core import (checkpoint_family, ddim, families, gradient_checkpointing, osasis_semantics, safe_files,
+                        token_injection)
 else:
-    from core import checkpoint_family, ddim, families, gradient_checkpointing, token_injection
+    from core import (checkpoint_family, ddim, families, gradient_checkpointing, osasis_semantics, safe_files,
+                      token_injection)
 
-__all__ = ["checkpoint_family", "ddim", "families", "gradient_checkpointing", "token_injection"]
+__all__ = ["checkpoint_family", "ddim", "families", "gradient_checkpointing", "osasis_semantics", "safe_files",
+           "token_injection"]

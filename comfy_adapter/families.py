@@ -23,3 +23,14 @@ def text_encoder_widths(clip) -> dict[str, int]:
                              f"{families.ANY_SUPPORTED} CLIP.")
         widths[f"clip_{key}"] = int(tokenizer.embedding_size)
     return widths
+
+
+def family_of_clip(clip) -> families.ModelFamily:
+    """The family of a loaded ComfyUI CLIP, from its text encoders and their widths."""
+    widths = text_encoder_widths(clip)
+    family = families.family_of_text_encoders(widths)
+    if family is None:
+        found = ", ".join(f"{k} {v}" for k, v in widths.items())
+        raise ValueError(f"This CLIP's text encoders ({found}) are not those of an {families.ANY_SUPPORTED} "
+                         "checkpoint. Use the CLIP of an SD1.x or SDXL checkpoint.")
+    return family

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 class ModelFamily:
     key: str                              # stored in metadata and given on command lines
     display_name: str                     # shown in messages
-    text_encoders: dict                   # ComfyUI's CLIP token key ("clip_l") -> embedding width; style-token heads
+    text_encoders: dict                   # ComfyUI's CLIP token key ("clip_l") -> embedding width, in the order
+                                          # ComfyUI concatenates their outputs into the context; style-token heads
+    pooled_text_encoder: str              # the text encoder whose pooled output is the conditioning's pooled_output
     context_width: int                    # width of the UNet's cross-attention context (the text encoders' concat)
     latent_channels: int
     checkpoint_marker: str                # a tensor-name prefix only this family's single-file checkpoints hold
@@ -25,13 +27,15 @@ class ModelFamily:
 
 FAMILIES = {
     "sd15": ModelFamily(
-        key="sd15", display_name="SD1.x", text_encoders={"clip_l": 768}, context_width=768, latent_channels=4,
+        key="sd15", display_name="SD1.x", text_encoders={"clip_l": 768}, pooled_text_encoder="clip_l",
+        context_width=768, latent_channels=4,
         checkpoint_marker="cond_stage_model.transformer.", comfy_model_configs=("SD15",),
         kohya_unet_naming="diffusers", kohya_text_encoder_prefixes=("lora_te_",),
         modelspec_architecture="stable-diffusion-v1/lora", kohya_base_version="sd_v1"),
     # SDXL-family files (SDXL, SSD-1B, Segmind Vega, KOALA) hold clip_l at embedders.0, clip_g (open_clip form) at 1.
     "sdxl": ModelFamily(
-        key="sdxl", display_name="SDXL", text_encoders={"clip_l": 768, "clip_g": 1280}, context_width=2048,
+        key="sdxl", display_name="SDXL", text_encoders={"clip_l": 768, "clip_g": 1280},
+        pooled_text_encoder="clip_g", context_width=2048,
         latent_channels=4, checkpoint_marker="conditioner.embedders.1.model.", comfy_model_configs=("SDXL",),
         kohya_unet_naming="ldm", kohya_text_encoder_prefixes=("lora_te1_", "lora_te2_"),
         modelspec_architecture="stable-diffusion-xl-v1-base/lora", kohya_base_version="sdxl_base_v1-0"),

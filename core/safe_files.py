@@ -1,7 +1,8 @@
 """Open weight files safely: safetensors only, with errors that name the problem and the fix.
 
 A pickle (.pt/.ckpt/.bin) can run code when loaded, so it is refused before any byte is
-unpickled. Every StyleSmith loader goes through `read_safetensors`.
+unpickled. Every StyleSmith loader goes through `read_safetensors`; where ComfyUI's own loader reads a
+file (a CLIP vision model), `check_safetensors_file` vets it first.
 """
 import os
 from contextlib import contextmanager
@@ -20,6 +21,38 @@ class WeightFileError(ValueError):
 
 def read_safetensors(path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Return (tensors on CPU, metadata) of a safetensors file; `what` names the file's role in errors."""
+    path = _refuse_missing_or_pickle(path, what)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise corrupt_file_error(path, what, e) from e
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor.float()).all():
+            raise WeightFileError(f"{path.name}: tensor {name} holds NaN or infinite values, so everything made with "
+                                  f"this {what} would be NaN (often a training run that diverged). Train or export "
+                                  "it again.")
+    return tensors, metadata
+
+
+def check_safetensors_file(path, what: str) -> Path:
+    """Refuse a missing, pickled or corrupt file from its header alone, before another loader (ComfyUI's) reads it."""
+    path = _refuse_missing_or_pickle(path, what)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            f.keys()
+    except (SafetensorError, OSError, ValueError) as e:
+        raise corrupt_file_error(path, what, e) from e
+    return path
+
+
+def corrupt_file_error(path: Path, what: str, cause: Exception) -> WeightFileError:
+    return WeightFileError(f"{path.name} is not a valid safetensors {what} ({cause}; {os.path.getsize(path)} bytes): "
+                           "the file is truncated or corrupt. Download or export it again.")
+
+
+def _refuse_missing_or_pickle(path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
         raise WeightFileError(f"The {what} file {path} does not exist. Put it in the right models folder "
@@ -29,20 +62,7 @@ def read_safetensors(path, what: str) -> tuple[dict[str, torch.Tensor], dict[str
     if path.suffix.lower() in PICKLE_SUFFIXES or (head.startswith(PICKLE_MAGIC) and not _safetensors_head(head)):
         raise WeightFileError(f"{path.name} is a pickle file; StyleSmith refuses to load it because loading a "
                               f"pickle can run code. Save the {what} as .safetensors instead.")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        size = os.path.getsize(path)
-        raise WeightFileError(f"{path.name} is not a valid safetensors {what} ({e}; {size} bytes): the file is "
-                              "truncated or corrupt. Download or export it again.") from e
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor.float()).all():
-            raise WeightFileError(f"{path.name}: tensor {name} holds NaN or infinite values, so everything made with "
-                                  f"this {what} would be NaN (often a training run that diverged). Train or export "
-                                  "it again.")
-    return tensors, metadata
+    return path
 
 
 @contextmanager

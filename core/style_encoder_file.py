@@ -14,7 +14,14 @@ import json
 from pathlib import Path
 
 from .image_preprocess import Preprocess
-from .safe_files import WeightFileError, check_format, read_safetensors, reading_metadata, write_safetensors_atomic
+from .safe_files import (
+    WeightFileError,
+    check_format,
+    check_safetensors_file,
+    read_safetensors,
+    reading_metadata,
+    write_safetensors_atomic,
+)
 from .style_encoder import StyleEncoder, StyleEncoderConfig
 
 FORMAT = "style_encoder"
@@ -68,3 +75,11 @@ def load_style_encoder(path) -> StyleEncoder:
                                       f"its architecture needs {tuple(value.shape)}. The file is damaged; export it again.")
         module.load_state_dict({k: v.float() for k, v in own.items()}, strict=True)
     return encoder.float().eval().requires_grad_(False)
+
+
+def is_style_encoder_file(path) -> bool:
+    """Whether a safetensors file says, in its metadata, that it is a StyleSmith style encoder."""
+    from safetensors import safe_open
+    path = check_safetensors_file(path, "style encoder or CLIP vision model")
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return (f.metadata() or {}).get("stylesmith.format") == FORMAT

@@ -2,17 +2,14 @@
 import torch
 
 from ..comfy_adapter import bridge
-from ..comfy_adapter.families import family_of_model, text_encoder_widths
+from ..comfy_adapter.clip_vision import clip_vision_code
+from ..comfy_adapter.families import family_of_clip, family_of_model
 from ..comfy_adapter.v3 import io
 from ..core.ddim import ddim_invert
 from ..core.families import display_name
 from ..core.osasis import StructuralCode, osasis_decode
 from ..core.osasis_mixing import blend_contexts, level_of, style_weights
-from ..core.osasis_semantics import (
-    DEFAULT_PLACEHOLDER,
-    DEFAULT_TEMPLATE,
-    image_embedding_context,
-)
+from ..core.osasis_semantics import DEFAULT_PLACEHOLDER, DEFAULT_TEMPLATE, describe_code
 from .checks import (
     require_finite_conditioning,
     require_finite_inputs,
@@ -69,10 +66,9 @@ class OsasisStyleLoader(io.ComfyNode):
         style = load_osasis_style(bridge.model_file_path(FOLDER, style_name))
         thumbnails = [t.float() / 255.0 for t in style.thumbnails.values()]
         reference = torch.stack(thumbnails) if thumbnails else torch.zeros(1, 64, 64, 3)
-        semantic = style.semantic.get("template") or style.semantic.get("prompt", "")
         info = (f"{style_name}: {display_name(style.family)}, trained at t0={style.t0}, "
                 f"{style.steps} {style.scheduler} steps, SPN weight {style.spn_weight}; semantic code: "
-                f"{style.semantic.get('source', 'unknown')} {semantic!r}")
+                f"{describe_code(style.semantic)}")
         return io.NodeOutput(style, reference, info, ui={"text": [info]})
 
 
@@ -133,12 +129,15 @@ class OsasisSemanticEncode(io.ComfyNode):
             node_id="StyleSmithOsasisSemanticEncode", display_name="OSASIS Semantic Encode", category=CATEGORY,
             description="An image's semantic code z_sem, as conditioning: the style encoder's tokens in the template's "
                         "placeholder, through the text encoder; or, without a style encoder, the CLIP vision image "
-                        "embedding (SD1.x with ViT-L/14).",
+                        "embedding as one token, in the slot of the text encoder as wide as it (SD1.x: ViT-L/14; "
+                        "SDXL: ViT-L/14 or ViT-bigG/14).",
             inputs=[
                 io.Image.Input("image", tooltip="The image to describe (content or style)."),
                 io.Clip.Input("clip", tooltip="The checkpoint's CLIP."),
                 StyleEncoderType.Input("style_encoder", optional=True, tooltip="From Load Style Encoder (preferred)."),
-                io.ClipVision.Input("clip_vision", optional=True, tooltip="Used when no style encoder is connected."),
+                io.ClipVision.Input("clip_vision", optional=True,
+                                    tooltip="Used when no style encoder is connected (Load CLIP Vision): its image "
+                                            "embedding must be as wide as a text encoder of the checkpoint."),
                 io.String.Input("template", default=DEFAULT_TEMPLATE,
                                 tooltip="The text the tokens are placed in; the trainer used the same default."),
                 io.String.Input("placeholder", default=DEFAULT_PLACEHOLDER, tooltip="The word the tokens replace."),
@@ -151,11 +150,11 @@ class OsasisSemanticEncode(io.ComfyNode):
         if style_encoder is not None:
             z_sem = encode_with_style(clip, template, image_to_style_tokens(style_encoder, image), placeholder)
         elif clip_vision is None:
-            raise ValueError("OSASIS Semantic Encode needs a style_encoder (Load Style Encoder) or a clip_vision "
-                             "(Load CLIP Vision) input: connect one.")
+            raise ValueError("OSASIS Semantic Encode needs a style_encoder (Load Style Encoder) or a clip_vision (Load "
+                             "CLIP Vision) input to make the image's semantic code: connect one.")
         else:
-            embeds = bridge.clip_image_embeds(clip_vision, image)
-            z_sem = [[image_embedding_context(embeds.float(), sum(text_encoder_widths(clip).values())), {}]]
+            context, pooled = clip_vision_code(clip_vision, image, family_of_clip(clip))
+            z_sem = [[context, {"pooled_output": pooled}]]
         return io.NodeOutput(require_finite_conditioning("OSASIS Semantic Encode", z_sem,
                                                          "the CLIP, the style encoder or the CLIP vision model"))
 

@@ -41,7 +41,7 @@ def tiny_models_dir() -> Path:
     return models
 
 
-MODEL_FOLDERS = ("checkpoints", "style_encoders", "loras", "osasis")
+MODEL_FOLDERS = ("checkpoints", "style_encoders", "loras", "osasis", "clip_vision")
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +68,13 @@ def object_info(comfy_server) -> dict:
 def comfy_in_process(tmp_path_factory, extra_model_paths):
     from devkit.in_process import InProcessHost
     return InProcessHost(SESSION_BASE, extra_model_paths)
+
+
+@pytest.fixture(scope="session")
+def random_clip_vision(tiny_models_dir) -> Path:
+    """A random full-size CLIP ViT-L/14 in models/clip_vision (built on first use: ComfyUI knows no smaller one)."""
+    from devkit.random_clip_vision import ensure_random_clip_vision
+    return ensure_random_clip_vision(tiny_models_dir)
 
 
 @pytest.fixture(scope="session")

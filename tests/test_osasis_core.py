@@ -4,9 +4,10 @@ import itertools
 import pytest
 import torch
 
+from core.families import FAMILIES
 from core.osasis import add_structure
 from core.osasis_mixing import blend_contexts, level_of, style_weights
-from core.osasis_semantics import image_embedding_context
+from core.osasis_semantics import image_embedding_code
 from core.osasis_style_file import OsasisStyle, load_osasis_style, save_osasis_style
 from core.safe_files import WeightFileError
 from core.spn import StructurePreservingNetwork
@@ -37,12 +38,6 @@ def test_blend_broadcasts_the_style_and_refuses_mismatched_codes():
     assert blend_contexts(content, style, 0.0) is content
     with pytest.raises(ValueError, match="z_content has 77 tokens of width 8 but z_style has 154"):
         blend_contexts(content, torch.ones(1, 154, 8), 0.5)
-
-
-def test_clip_image_embeddings_become_a_one_token_context_only_at_the_models_width():
-    assert image_embedding_context(torch.ones(2, 768), 768).shape == (2, 1, 768)
-    with pytest.raises(ValueError, match="gives 1280-wide image embeddings but this model attends to 2048"):
-        image_embedding_context(torch.ones(1, 1280), 2048)
 
 
 def test_spn_step_at_weight_zero_is_the_identity():
@@ -101,3 +96,20 @@ def test_foreign_damaged_and_missing_style_files_name_the_fix(tmp_path):
     (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:200])
     with pytest.raises(WeightFileError, match="truncated or corrupt"):
         load_osasis_style(tmp_path / "cut.safetensors")
+
+
+def test_an_image_embedding_fills_the_slots_of_the_text_encoders_as_wide_as_it():
+    vit_l, vit_big_g = torch.randn(2, 768), torch.randn(2, 1280)
+    context, pooled = image_embedding_code(vit_l, FAMILIES["sd15"])
+    assert context.shape == (2, 1, 768) and torch.equal(context[:, 0], vit_l) and torch.equal(pooled, vit_l)
+    context, pooled = image_embedding_code(vit_l, FAMILIES["sdxl"])
+    assert context.shape == (2, 1, 2048) and torch.equal(context[:, 0, :768], vit_l)
+    assert not context[:, 0, 768:].any() and pooled.shape == (2, 1280) and not pooled.any()
+    context, pooled = image_embedding_code(vit_big_g, FAMILIES["sdxl"])
+    assert not context[:, 0, :768].any() and torch.equal(context[:, 0, 768:], vit_big_g)
+    assert torch.equal(pooled, vit_big_g), "clip_g's pooled output is SDXL's pooled conditioning"
+    with pytest.raises(ValueError, match=r"1024-wide image embeddings but SDXL's text encoders are clip_l 768, clip_g "
+                                         r"1280 wide.*\(ViT-L/14, 768 or ViT-bigG/14, 1280\), or a style encoder"):
+        image_embedding_code(torch.randn(1, 1024), FAMILIES["sdxl"])
+    with pytest.raises(ValueError, match=r"\(ViT-L/14, 768\)"):
+        image_embedding_code(vit_big_g, FAMILIES["sd15"])

@@ -7,7 +7,7 @@ import torch
 
 from devkit.example_inputs import CONTENT_IMAGE, STYLE_REFERENCE
 from devkit.in_process import NodeExecutionError, PromptValidationError
-from devkit.tiny_models import TINY_CHECKPOINTS
+from devkit.tiny_models import TINY_CHECKPOINTS, build_checkpoint
 from devkit.tiny_osasis_styles import DEFAULT_OSASIS_STYLES
 from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
 from devkit.workflows import api_workflows
@@ -111,7 +111,8 @@ def test_untrained_style_with_the_spn_off_decodes_to_the_reconstruction(comfy_in
 
 def test_loader_shows_the_reference_and_the_training_schedule(sd15):
     assert sd15["reference"].shape == (2, 128, 128, 3) and 0 <= sd15["reference"].min() < sd15["reference"].max() <= 1
-    assert "t0=0.5" in sd15["info"] and "10 normal steps" in sd15["info"] and "style_encoder" in sd15["info"]
+    assert "t0=0.5" in sd15["info"] and "10 normal steps" in sd15["info"]
+    assert "semantic code: style encoder stylesmith-tiny" in sd15["info"]
 
 
 def test_mixing_and_prompt_steer_the_decode_and_inputs_stay_untouched(comfy_in_process, sd15):
@@ -125,6 +126,69 @@ def test_mixing_and_prompt_steer_the_decode_and_inputs_stay_untouched(comfy_in_p
     assert relative_error(prompted, content_only) > 1e-4
     assert torch.equal(structure.code, code_before)
     assert sd15["z_content"][0][0].shape == (1, 77, 768), "the prompt is concatenated to a copy, not in place"
+
+
+@pytest.fixture(scope="module")
+def two_level_sd15(comfy_in_process):
+    """The SD1.5 MODEL with 2 resolution levels and a middle block, loaded by CheckpointLoaderSimple from the
+    in-process host's own models/checkpoints folder."""
+    path = comfy_in_process.base_dir / "models" / "checkpoints" / "stylesmith-two-level-sd15.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build_checkpoint(path, "sd15", size="two-level", text_encoder_dtype="fp8")
+    try:
+        out = comfy_in_process.run({"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": path.name}}},
+                                   outputs_of=("1",))
+        yield out["1"][0]
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_mixing_keeps_the_level_order_on_a_unet_with_two_levels_and_a_middle_block(comfy_in_process, two_level_sd15):
+    """With z_content all 0 and z_style all 1, the context each cross-attention layer gets is its style weight:
+    weight(level) = clamp(mix * (levels + 1) - level, 0, 1), level 0 the full latent resolution, level `levels`
+    the middle block."""
+    model, size, levels = two_level_sd15, 16, 2
+    diffusion_model = model.model.diffusion_model
+    assert len(model.model.model_config.unet_config["channel_mult"]) == levels
+    zeros, ones = [[torch.zeros(1, 77, 768), {}]], [[torch.ones(1, 77, 768), {}]]
+    loaded = {"model": model, "z_content": zeros}
+    structure = encode(comfy_in_process, loaded, unit_latent(4, size), steps=10)
+    level_of_tokens = {(size >> level) ** 2: level for level in range(levels)}   # each level halves height and width
+
+    def expected_level(name: str, tokens: int) -> int:
+        return levels if name.startswith("middle_block.") else level_of_tokens[tokens]
+
+    seen = []
+    handles = []
+    for name, module in diffusion_model.named_modules():
+        if name.endswith(".attn2"):
+            def record(module, args, kwargs, name=name):
+                context = kwargs["context"].float()
+                seen.append((name, args[0].shape[1], context.mean().item(), context.min().item(), context.max().item()))
+            handles.append(module.register_forward_pre_hook(record, with_kwargs=True))
+    assert len(handles) == 7, "1 + 1 input, 1 middle and 2 + 2 output attention layers"
+    try:
+        for mix in (0.25, 0.5, 0.9):
+            seen.clear()
+            decode(comfy_in_process, loaded, structure, z_style=ones, mix=mix)
+            expected = [min(1.0, max(0.0, mix * (levels + 1) - level)) for level in range(levels + 1)]
+            assert seen, "the decode must run the UNet"
+            by_level = {}
+            for name, tokens, mean, low, high in seen:
+                level = expected_level(name, tokens)
+                assert low == pytest.approx(high, abs=1e-6), f"{name}: the blend must be uniform"
+                assert mean == pytest.approx(expected[level], abs=1e-3), \
+                    f"mix {mix}: {name} ({tokens} tokens, level {level}) got style share {mean}, expected {expected}"
+                by_level.setdefault(level, set()).add(round(mean, 4))
+            kinds = {(name.split(".")[0], expected_level(name, tokens)) for name, tokens, *_ in seen}
+            assert kinds == {("input_blocks", 0), ("input_blocks", 1), ("middle_block", 2), ("output_blocks", 0),
+                             ("output_blocks", 1)}, kinds
+            assert all(min(by_level[finer]) >= max(by_level[coarser])
+                       for finer in range(levels + 1) for coarser in range(finer + 1, levels + 1)), \
+                f"mix {mix}: a coarser level got more style than a finer one: {by_level}"
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def test_structural_encode_stops_on_comfyuis_interrupt(comfy_in_process, sd15):

@@ -73,13 +73,13 @@ def test_the_style_branch_starts_from_the_photo_and_must_reach_the_style_image(t
     from core.clip_losses import reconstruction_loss
     from core.ddim import ddim_invert
     from core.spn import StructurePreservingNetwork
-    from trainers.osasis import loss_encoder
+    from trainers.osasis_encoders import load_encoders
     from trainers.osasis_step import Encoded, OsasisStep
     args = parse_args(argv(tiny_checkpoint("sd15"), images, encoder, tmp_path))
     diffusion, photo = trained.diffusion, trained.photo
     assert torch.equal(photo.clean, diffusion.encode_images(trained.images.photo))
     assert not torch.allclose(photo.clean, diffusion.encode_images(trained.images.style))
-    encode, _ = loss_encoder(diffusion, args)
+    _, encode = load_encoders(diffusion, args)
     trained.lora.detach()
     step = OsasisStep(diffusion, trained.lora, StructurePreservingNetwork(), encode, None, trained.images.style,
                       trained.images.photo, args)
@@ -169,7 +169,8 @@ def test_bad_training_input_names_the_problem(tiny_checkpoint, images, encoder, 
     without_encoder = [a for a in good if a not in ("--style-encoder", str(encoder))]
     for bad, message in ((good + ["--t0", "0"], r"--t0 must be in \(0, 1\]"), (good + ["--t0", "1.2"], "--t0 must be in"),
                          (good + ["--sdedit-strength", "0"], "--sdedit-strength must be in"),
-                         (without_encoder, "OSASIS needs a semantic code z_sem for each image: pass --style-encoder")):
+                         (without_encoder, "OSASIS needs a semantic code z_sem for each image: pass --style-encoder "
+                                           r"\(.*\) or --clip-vision")):
         with pytest.raises(SystemExit):
             parse_args(bad)
         assert re.search(message, capsys.readouterr().err), message

@@ -12,13 +12,16 @@ the losses are computed on the x0 prediction (decoded by the VAE), the optimiser
 
     L = 1.0 cross-domain + 0.5 in-domain + reconstruction(style: 10 L1 + 30 CLIP [+ 10 LPIPS])
 
-E, the CLIP image encoder of the losses, is a CLIP vision model from models/clip_vision (--clip-vision)
-or the style encoder's backbone. The semantic code z_sem of each image is the style encoder's tokens in
-the template (as OSASIS Semantic Encode makes it); one prompt for every image would make every code the same,
-so a style encoder is required.
+The semantic code z_sem of each image is made as OSASIS Semantic Encode makes it: the style encoder's tokens in
+the template (--style-encoder), or the CLIP image embedding of a models/clip_vision file (--clip-vision). One
+prompt for every image would make every code the same, so one of the two is required. E, the CLIP image
+encoder of the losses, is --loss-encoder, else --clip-vision, else the style encoder's backbone
+(trainers/osasis_encoders.py).
 
     python -m trainers.osasis --checkpoint sd15.safetensors --style style.png --style-encoder enc.safetensors \\
         --output-dir out/
+    python -m trainers.osasis --checkpoint sdxl.safetensors --style style.png --resolution 1024 \\
+        --clip-vision models/clip_vision/clip_vit_l.safetensors --output-dir out/
 """
 import argparse
 from dataclasses import dataclass
@@ -28,16 +31,15 @@ import torch
 from torch import nn
 
 from core.image_folder import load_image_file
-from core.image_preprocess import preprocess
 from core.lora import LoRASet
-from core.osasis_semantics import DEFAULT_PLACEHOLDER, DEFAULT_TEMPLATE
+from core.osasis_semantics import DEFAULT_PLACEHOLDER, DEFAULT_TEMPLATE, describe_code
 from core.osasis_style_file import OsasisStyle, save_osasis_style
 from core.safe_files import file_sha256
 from core.spn import StructurePreservingNetwork
 
-from comfy_adapter.diffusion import encode_prompt_with_style
 from . import common
 from .osasis_content import NEGATIVE, ContentPool
+from .osasis_encoders import load_encoders, loss_encoder_description
 from .osasis_step import Encoded, OsasisStep, invert_all, resize_images, reverse_iteration, stylise
 from .styleforge import UNET_TARGETS, lora_tensors
 from .training_loop import TrainingLoop
@@ -69,9 +71,13 @@ def parse_args(argv=None):
     d.add_argument("--loss-resolution", type=int, default=224, help="x0 predictions are decoded at this size for "
                                                                      "the losses (CLIP sees 224 px)")
     s = p.add_argument_group("semantic code and loss encoder")
-    s.add_argument("--style-encoder", type=Path, help="style encoder (models/style_encoders) for z_sem (required)")
-    s.add_argument("--clip-vision", type=Path, help="CLIP vision model (models/clip_vision) for the losses "
-                                                     "(default: the style encoder's backbone)")
+    s.add_argument("--style-encoder", type=Path, help="style encoder (models/style_encoders): z_sem is its tokens "
+                                                       "in --template")
+    s.add_argument("--clip-vision", type=Path, help="CLIP vision model (models/clip_vision): z_sem is its image "
+                                                     "embedding when no --style-encoder is given; also E")
+    s.add_argument("--loss-encoder", type=Path, help="E, the CLIP image encoder of the losses: a models/clip_vision "
+                                                      "or models/style_encoders file (default: --clip-vision, else "
+                                                      "the style encoder's backbone)")
     s.add_argument("--template", default=DEFAULT_TEMPLATE, help="text the style tokens are placed in")
     s.add_argument("--placeholder", default=DEFAULT_PLACEHOLDER, help="the template's placeholder word")
     m = p.add_argument_group("method")
@@ -94,10 +100,11 @@ def parse_args(argv=None):
         p.error(f"--t0 must be in (0, 1] (a fraction of the schedule); got {args.t0}")
     if not 0 < args.sdedit_strength <= 1:
         p.error(f"--sdedit-strength must be in (0, 1]; got {args.sdedit_strength}")
-    if not args.style_encoder:
+    if not (args.style_encoder or args.clip_vision):
         p.error("OSASIS needs a semantic code z_sem for each image: pass --style-encoder (a models/style_encoders "
-                "file; its tokens in --template are z_sem, and its backbone serves the CLIP losses unless "
-                "--clip-vision is given). One prompt for every image would give every image the same code.")
+                "file; its tokens in --template are z_sem) or --clip-vision (a models/clip_vision file as wide as a "
+                "text encoder of the checkpoint: ViT-L/14 for SD1.x; ViT-L/14 or ViT-bigG/14 for SDXL; its image "
+                "embedding is z_sem). One prompt for every image would give every image the same code.")
     for flag in ("resolution", "loss_resolution"):
         if getattr(args, flag) < 64 or getattr(args, flag) % 8:
             p.error(f"--{flag.replace('_', '-')} must be a multiple of 8, at least 64 (got {getattr(args, flag)})")
@@ -135,21 +142,6 @@ def load_images(diffusion, args) -> Images:
     return Images(style, *photoreal_counterpart(diffusion, style, args))
 
 
-def loss_encoder(diffusion, args):
-    """(E: IMAGE -> CLIP features, the style encoder that makes z_sem)."""
-    from core.style_encoder_file import load_style_encoder
-    style_encoder = load_style_encoder(args.style_encoder).to(diffusion.device)
-    if args.clip_vision:
-        from core.clip_vision_import import style_encoder_from_clip_vision
-        from core.safe_files import read_safetensors
-        tensors, _ = read_safetensors(args.clip_vision, "CLIP vision model")
-        clip = style_encoder_from_clip_vision(tensors, diffusion.family, {}).to(diffusion.device)  # no heads: E only
-        clip.requires_grad_(False).eval()
-    else:
-        clip = style_encoder
-    return (lambda images: clip.features(preprocess(images, clip.config.preprocess).to(diffusion.device))), style_encoder
-
-
 VGG16_WEIGHTS = "vgg16-397923af.pth"   # what torchvision (and so the lpips package) loads
 
 
@@ -163,14 +155,6 @@ def lpips_if_available():
         return None, f"off: no VGG16 weights ({VGG16_WEIGHTS}) in {torch.hub.get_dir()}/checkpoints"
     metric = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False)
     return (lambda a, b: metric.to(a.device)(a.permute(0, 3, 1, 2) * 2 - 1, b.permute(0, 3, 1, 2) * 2 - 1)), "on (VGG)"
-
-
-def semantic_codes(diffusion, style_encoder, images: torch.Tensor, args) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """z_sem (cond, pooled) of each image, as OSASIS Semantic Encode computes it."""
-    with torch.no_grad():
-        pixels = preprocess(images, style_encoder.config.preprocess).to(diffusion.device)
-        return [encode_prompt_with_style(diffusion, args.template, {k: v[0] for k, v in style_encoder(
-            pixels[i:i + 1]).items()}, args.placeholder) for i in range(images.shape[0])]
 
 
 @dataclass
@@ -187,11 +171,9 @@ class TrainResult:
     timesteps: torch.Tensor
 
 
-def style_file_writer(args, diffusion, lora: LoRASet, spn, images: Images, style_encoder, loop: TrainingLoop):
+def style_file_writer(args, diffusion, lora: LoRASet, spn, images: Images, semantic: dict, loop: TrainingLoop):
     """save(step): the OSASIS style file as it stands after `step` iterations, and the loss curves."""
     checkpoint_hash = file_sha256(args.checkpoint)
-    semantic = {"source": "style_encoder", "file": args.style_encoder.name, "template": args.template,
-                "placeholder": args.placeholder}
     thumbnails = {name: (resize_images(image, THUMBNAIL)[0].clamp(0, 1) * 255).round().to(torch.uint8)
                   for name, image in (("style", images.style), ("photo", images.photo))}
     dtype = torch.float16 if args.save_dtype == "fp16" else torch.float32
@@ -223,7 +205,7 @@ def write_samples(diffusion, lora, spn, images: Images, content: Encoded, sigmas
 def train(args) -> TrainResult:
     world = common.init_distributed(args.device)
     diffusion, precision = common.open_base_model(args, world)
-    encode, style_encoder = loss_encoder(diffusion, args)
+    code, encode = load_encoders(diffusion, args)
     lpips, lpips_state = lpips_if_available()
     images = load_images(diffusion, args)
     from comfy_adapter.bridge import structure_sigmas
@@ -231,7 +213,7 @@ def train(args) -> TrainResult:
     timesteps = diffusion.unet.model_sampling.timestep(sigmas.float()).to(world.device)
 
     def invert(x: torch.Tensor, desc: str) -> Encoded:
-        return invert_all(diffusion, x, semantic_codes(diffusion, style_encoder, x, args), sigmas,
+        return invert_all(diffusion, x, code.codes(x), sigmas,
                           args.inversion_iterations, args.loss_resolution, desc)
 
     torch.manual_seed(args.seed)
@@ -243,8 +225,7 @@ def train(args) -> TrainResult:
         "images": f"style {args.style.name}, photoreal counterpart from {images.photo_source['source']}",
         "content": f"{pool.describe()}, {args.batch_size} per iteration",
         "schedule": f"t0={args.t0}: {len(sigmas) - 1} of {args.ddim_steps} {args.scheduler} steps per iteration",
-        "semantic code": f"style encoder {args.style_encoder.name} in {args.template!r}",
-        "loss encoder": args.clip_vision.name if args.clip_vision else "the style encoder's backbone",
+        "semantic code": describe_code(code.metadata), "loss encoder": loss_encoder_description(args),
         "LPIPS": lpips_state, "precision": common.precision_summary(diffusion, precision)}, world)
     photo = invert(images.photo, "inverting the photoreal counterpart")
     optimizer = torch.optim.Adam([{"params": lora.parameters(), "lr": args.lr},
@@ -257,7 +238,7 @@ def train(args) -> TrainResult:
         content = pool.batch(i, common.step_generator(args.seed, i, world.rank))
         return reverse_iteration(loop, step_module, content, photo, sigmas, timesteps)
 
-    save = style_file_writer(args, diffusion, lora, spn, images, style_encoder, loop) if world.is_main else None
+    save = style_file_writer(args, diffusion, lora, spn, images, code.metadata, loop) if world.is_main else None
     history = loop.run(args.steps, iteration, "OSASIS", save)
     content = pool.at(max(args.steps, 1) - 1)
     if world.is_main and loop.start < args.steps:
