@@ -71,6 +71,17 @@ def comfy_in_process(tmp_path_factory, extra_model_paths):
 
 
 @pytest.fixture(scope="session")
+def osasis_images(tmp_path_factory) -> Path:
+    """A one-shot OSASIS training set: style.png and a content/ folder with one image, 64 px."""
+    from devkit.example_inputs import content_image, style_reference
+    root = tmp_path_factory.mktemp("osasis-data")
+    style_reference(64, seed=4).save(root / "style.png")
+    (root / "content").mkdir()
+    content_image(64).save(root / "content" / "0.png")
+    return root
+
+
+@pytest.fixture(scope="session")
 def random_clip_vision(tiny_models_dir) -> Path:
     """A random full-size CLIP ViT-L/14 in models/clip_vision (built on first use: ComfyUI knows no smaller one)."""
     from devkit.random_clip_vision import ensure_random_clip_vision

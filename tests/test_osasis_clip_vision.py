@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from devkit.example_inputs import CONTENT_IMAGE, STYLE_REFERENCE, content_image, style_reference
+from devkit.example_inputs import CONTENT_IMAGE, STYLE_REFERENCE
 from devkit.tiny_models import TINY_CHECKPOINTS
 from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
 
@@ -76,15 +76,6 @@ def test_sdxl_code_fills_the_slot_as_wide_as_the_embedding(comfy_in_process, ran
     check_decode_follows_the_code(out)
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp("osasis-clip-vision-data")
-    style_reference(64, seed=4).save(root / "style.png")
-    (root / "content").mkdir()
-    content_image(64).save(root / "content" / "0.png")
-    return root
-
-
 def argv(checkpoint, images, clip_vision, loss_encoder, out):
     """Two iterations; E is the tiny style encoder, since back-propagating through a full ViT-L is slow on a CPU."""
     return ["--checkpoint", str(checkpoint), "--style", str(images / "style.png"), "--content", str(images / "content"),
@@ -94,13 +85,13 @@ def argv(checkpoint, images, clip_vision, loss_encoder, out):
 
 
 @pytest.mark.parametrize("family", ["sd15", pytest.param("sdxl", marks=pytest.mark.sdxl)])
-def test_trainer_makes_the_nodes_code_and_records_it(family, tiny_checkpoint, tiny_models_dir, images,
+def test_trainer_makes_the_nodes_code_and_records_it(family, tiny_checkpoint, tiny_models_dir, osasis_images,
                                                      random_clip_vision, comfy_in_process, tmp_path):
     from core.osasis_style_file import load_osasis_style
     from trainers.osasis import parse_args, train
     from trainers.osasis_encoders import clip_vision_semantic_code
     encoder = tiny_models_dir / "style_encoders" / DEFAULT_STYLE_ENCODERS[family]
-    result = train(parse_args(argv(tiny_checkpoint(family), images, random_clip_vision, encoder, tmp_path)))
+    result = train(parse_args(argv(tiny_checkpoint(family), osasis_images, random_clip_vision, encoder, tmp_path)))
     result.lora.detach()
     style = load_osasis_style(result.style_path)
     assert style.semantic == {"source": "clip_vision", "file": random_clip_vision.name}

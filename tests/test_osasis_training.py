@@ -8,22 +8,12 @@ import torch
 
 from core.image_folder import DatasetError
 from core.osasis_style_file import load_osasis_style
-from devkit.example_inputs import content_image, style_reference
 from devkit.processes import kill_when_written
 from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
 from trainers.osasis import parse_args, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 PARITY_CONTENT = "stylesmith-osasis-parity-content.png"
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp("osasis-data")
-    style_reference(64, seed=4).save(root / "style.png")
-    (root / "content").mkdir()
-    content_image(64).save(root / "content" / "0.png")
-    return root
 
 
 def argv(checkpoint, images, encoder, out, *extra, steps=10):
@@ -39,8 +29,9 @@ def encoder(tiny_models_dir):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_checkpoint, images, encoder, tmp_path_factory):
-    return train(parse_args(argv(tiny_checkpoint("sd15"), images, encoder, tmp_path_factory.mktemp("osasis-run"))))
+def trained(tiny_checkpoint, osasis_images, encoder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("osasis-run")
+    return train(parse_args(argv(tiny_checkpoint("sd15"), osasis_images, encoder, out)))
 
 
 def test_loss_falls_over_ten_iterations_and_pictures_are_written(trained):
@@ -63,8 +54,8 @@ def test_style_file_records_the_schedule_semantics_and_reference(trained):
     assert style.spn.conv_out.weight.abs().max() > 0, "the SPN must have been trained"
 
 
-def test_the_style_branch_starts_from_the_photo_and_must_reach_the_style_image(trained, tiny_checkpoint, images,
-                                                                               encoder, tmp_path):
+def test_the_style_branch_starts_from_the_photo_and_must_reach_the_style_image(trained, tiny_checkpoint,
+                                                                               osasis_images, encoder, tmp_path):
     """As the authors train it: the style branch runs from the code of the photoreal counterpart I_A^s (its latent,
     its z_sem) and must reconstruct the style image I_B^s. With B = A (LoRA off) and a zero SPN it gives I_A^s
     back, so its reconstruction loss at iteration 0 is the distance from I_A^s to I_B^s, which training must
@@ -75,7 +66,7 @@ def test_the_style_branch_starts_from_the_photo_and_must_reach_the_style_image(t
     from core.spn import StructurePreservingNetwork
     from trainers.osasis_encoders import load_encoders
     from trainers.osasis_step import Encoded, OsasisStep
-    args = parse_args(argv(tiny_checkpoint("sd15"), images, encoder, tmp_path))
+    args = parse_args(argv(tiny_checkpoint("sd15"), osasis_images, encoder, tmp_path))
     diffusion, photo = trained.diffusion, trained.photo
     assert torch.equal(photo.clean, diffusion.encode_images(trained.images.photo))
     assert not torch.allclose(photo.clean, diffusion.encode_images(trained.images.style))
@@ -102,11 +93,11 @@ def test_the_style_branch_starts_from_the_photo_and_must_reach_the_style_image(t
     assert reconstruction_loss(encode, step.style, step.style, None).item() < 1e-4 * loss.item()
 
 
-def test_the_decode_node_reproduces_the_trainers_stylised_latent(trained, images, comfy_in_process):
+def test_the_decode_node_reproduces_the_trainers_stylised_latent(trained, osasis_images, comfy_in_process):
     """Node graph from the image file (VAE encode, semantic encode, exact inversion, the written style file)
     against the trainer's in-memory LoRA + SPN decode of the same image."""
     from trainers.osasis import stylise
-    shutil.copyfile(images / "content" / "0.png", comfy_in_process.base_dir / "input" / PARITY_CONTENT)
+    shutil.copyfile(osasis_images / "content" / "0.png", comfy_in_process.base_dir / "input" / PARITY_CONTENT)
     folder = comfy_in_process.base_dir / "models" / "osasis"
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(trained.style_path, folder / "parity.safetensors")
@@ -137,17 +128,17 @@ def test_the_decode_node_reproduces_the_trainers_stylised_latent(trained, images
     assert ((node_latent - ours).norm() / ours.norm()).item() <= 1e-4
 
 
-def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, images, encoder, tmp_path):
+def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, osasis_images, encoder, tmp_path):
     interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
     command = [sys.executable, "-m", "trainers.osasis",
-               *argv(tiny_checkpoint("sd15"), images, encoder, interrupted, steps=200)[:-1], "--save-every", "2"]
+               *argv(tiny_checkpoint("sd15"), osasis_images, encoder, interrupted, steps=200)[:-1], "--save-every", "2"]
     kill_when_written(command, interrupted / "checkpoint.pt")
     saved = torch.load(interrupted / "checkpoint.pt", weights_only=True)["step"]
     assert 2 <= saved < 6
-    resumed = train(parse_args(argv(tiny_checkpoint("sd15"), images, encoder, interrupted, steps=6)[:-1]
+    resumed = train(parse_args(argv(tiny_checkpoint("sd15"), osasis_images, encoder, interrupted, steps=6)[:-1]
                                + ["--save-every", "2"]))
     resumed.lora.detach()
-    uninterrupted = train(parse_args(argv(tiny_checkpoint("sd15"), images, encoder, straight, steps=6)))
+    uninterrupted = train(parse_args(argv(tiny_checkpoint("sd15"), osasis_images, encoder, straight, steps=6)))
     uninterrupted.lora.detach()
     a, b = load_osasis_style(resumed.style_path), load_osasis_style(uninterrupted.style_path)
     assert a.lora.keys() == b.lora.keys()
@@ -156,8 +147,8 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, i
     assert not list(interrupted.glob(".*partial"))
 
 
-def test_bad_training_input_names_the_problem(tiny_checkpoint, images, encoder, tmp_path, capsys):
-    good = argv(tiny_checkpoint("sd15"), images, encoder, tmp_path / "out")
+def test_bad_training_input_names_the_problem(tiny_checkpoint, osasis_images, encoder, tmp_path, capsys):
+    good = argv(tiny_checkpoint("sd15"), osasis_images, encoder, tmp_path / "out")
     with pytest.raises(DatasetError, match="The style image .*missing.png does not exist"):
         train(parse_args(good + ["--style", str(tmp_path / "missing.png")]))
     (tmp_path / "not-an-image.png").write_bytes(b"plain text")
@@ -177,9 +168,9 @@ def test_bad_training_input_names_the_problem(tiny_checkpoint, images, encoder, 
 
 
 @pytest.mark.sdxl
-def test_sdxl_style_trains_and_loads_for_sdxl_only(tiny_checkpoint, tiny_models_dir, images, tmp_path):
+def test_sdxl_style_trains_and_loads_for_sdxl_only(tiny_checkpoint, tiny_models_dir, osasis_images, tmp_path):
     encoder = tiny_models_dir / "style_encoders" / DEFAULT_STYLE_ENCODERS["sdxl"]
-    result = train(parse_args(argv(tiny_checkpoint("sdxl"), images, encoder, tmp_path, steps=2)))
+    result = train(parse_args(argv(tiny_checkpoint("sdxl"), osasis_images, encoder, tmp_path, steps=2)))
     result.lora.detach()
     style = load_osasis_style(result.style_path)
     assert style.family == "sdxl"
