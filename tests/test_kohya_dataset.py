@@ -8,7 +8,7 @@ from PIL import Image
 from torch import nn
 
 from core.aspect_buckets import bucket_sizes, fit_to_bucket, nearest_bucket
-from core.conv_lora import PointwiseConvLoRASet
+from core.lora import LoRASet
 from core.image_folder import DatasetError
 from core.kohya_dataset import ImageItem, ImageSets, read_training_folder
 from core.step_batches import EpochSchedule, StepPlan, StepSampler
@@ -132,7 +132,7 @@ def test_the_loader_decodes_each_step_in_worker_processes(tmp_path):
 def test_a_pointwise_conv_lora_equals_its_merged_kohya_weight():
     torch.manual_seed(0)
     root = nn.Sequential(nn.Conv2d(8, 6, 1), nn.Conv2d(6, 6, 3, padding=1))
-    lora = PointwiseConvLoRASet(root, r"^\d$", rank=2, alpha=1.0)
+    lora = LoRASet(root, r"^\d$", rank=2, alpha=1.0, pointwise_convs=True)
     assert lora.names == ["0"]            # the 3x3 convolution is no target
     pair = lora.pair("0")
     nn.init.normal_(pair.up.weight)
@@ -141,7 +141,7 @@ def test_a_pointwise_conv_lora_equals_its_merged_kohya_weight():
         lora.attach()
         adapted = root(x)
         lora.detach()
-        up, down = PointwiseConvLoRASet.file_shape(pair.up.weight), PointwiseConvLoRASet.file_shape(pair.down.weight)
+        down, up = lora.file_weights("0")
         assert up.shape == (6, 2, 1, 1) and down.shape == (2, 8, 1, 1)
         # what ComfyUI's LoraLoader adds to the weight: alpha / rank * up @ down, reshaped to the conv weight's shape
         weight = root[0].weight + pair.scale * (up.flatten(1) @ down.flatten(1)).reshape(root[0].weight.shape)

@@ -46,7 +46,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.conv_lora import PointwiseConvLoRASet, pointwise_convs
 from core.image_folder import DatasetError
 from core.kohya_dataset import ImageItem, ImageSets, read_training_folder
 from core.lora import LoRASet
@@ -231,9 +230,8 @@ class DualBindingLoss(nn.Module):
 
 def build_loras(diffusion, args) -> nn.ModuleDict:
     unet = diffusion.unet_module
-    loras = {"unet": LoRASet(unet, KOHYA_UNET_TARGETS, args.rank, args.alpha)}
-    if pointwise_convs(unet, KOHYA_UNET_TARGETS):     # SD1.x: proj_in / proj_out are 1x1 convolutions
-        loras["unet_conv"] = PointwiseConvLoRASet(unet, KOHYA_UNET_TARGETS, args.rank, args.alpha)
+    # SD1.x's proj_in / proj_out are 1x1 convolutions; kohya adapts them
+    loras = {"unet": LoRASet(unet, KOHYA_UNET_TARGETS, args.rank, args.alpha, pointwise_convs=True)}
     if args.train_text_encoder:
         diffusion.allow_text_encoder_gradients()
         loras["text_encoder"] = LoRASet(diffusion.text_encoder_module, TEXT_ENCODER_TARGETS, args.rank, args.alpha)
@@ -249,7 +247,7 @@ def make_optimizer(loras: nn.ModuleDict, args) -> torch.optim.Optimizer:
 
 
 def lora_tensors(diffusion, loras: nn.ModuleDict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """kohya-keyed tensors of every LoRA set ("unet", "unet_conv", "text_encoder"; any subset)."""
+    """kohya-keyed tensors of every LoRA set ("unet", "text_encoder"; either)."""
     from comfy_adapter.kohya_names import text_encoder_names, unet_names
     tensors = {}
     for part, lora_set in loras.items():
@@ -257,12 +255,11 @@ def lora_tensors(diffusion, loras: nn.ModuleDict, dtype: torch.dtype) -> dict[st
             names = text_encoder_names(diffusion.text_encoder_module, lora_set.names, diffusion.family)
         else:
             names = unet_names(diffusion.unet, lora_set.names, diffusion.family)
-        shape = lora_set.file_shape if isinstance(lora_set, PointwiseConvLoRASet) else (lambda weight: weight)
         for module, kohya in names.items():
-            pair = lora_set.pair(module)
-            tensors[f"{kohya}.lora_down.weight"] = shape(pair.down.weight.detach()).to(dtype)
-            tensors[f"{kohya}.lora_up.weight"] = shape(pair.up.weight.detach()).to(dtype)
-            tensors[f"{kohya}.alpha"] = torch.tensor(pair.alpha)
+            down, up = lora_set.file_weights(module)
+            tensors[f"{kohya}.lora_down.weight"] = down.to(dtype)
+            tensors[f"{kohya}.lora_up.weight"] = up.to(dtype)
+            tensors[f"{kohya}.alpha"] = torch.tensor(lora_set.pair(module).alpha)
     return tensors
 
 
