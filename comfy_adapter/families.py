@@ -32,5 +32,5 @@ def family_of_clip(clip) -> families.ModelFamily:
     if family is None:
         found = ", ".join(f"{k} {v}" for k, v in widths.items())
         raise ValueError(f"This CLIP's text encoders ({found}) are not those of an {families.ANY_SUPPORTED} "
-                         "checkpoint. Use the CLIP of an SD1.x or SDXL checkpoint.")
+                         f"checkpoint. Use the CLIP of an {families.ANY_SUPPORTED} checkpoint.")
     return family
