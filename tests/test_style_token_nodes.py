@@ -145,7 +145,8 @@ def test_nodes_do_not_mutate_clip_or_conditioning(comfy_in_process, sd15):
     assert all(torch.equal(extra[k], extra0[k]) for k in extra if torch.is_tensor(extra[k]))
     assert all(torch.equal(tokens.tokens[k], tokens_before[k]) for k in tokens_before)
     clip.load_model()
-    assert all(torch.equal(v, clip_before[k]) for k, v in clip.cond_stage_model.state_dict().items())
+    # SD1.x never uses clip_l's text_projection, so ComfyUI leaves it as uninitialised memory, NaN bits included.
+    torch.testing.assert_close(clip.cond_stage_model.state_dict(), clip_before, rtol=0, atol=0, equal_nan=True)
     assert dict(clip.patcher.patches) == patches_before
     (joined_cond, joined_extra), = joined
     assert joined_cond.shape == (1, 77 + 77, 768)
