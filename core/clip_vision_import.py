@@ -111,3 +111,10 @@ def style_encoder_from_clip_vision(tensors: dict, family: str, text_encoder_widt
     state.pop("proj", None)   # the style encoder reads the pooled feature before CLIP's projection
     encoder.backbone.load_state_dict(state, strict=True)
     return encoder
+
+
+def style_encoder_from_clip_vision_file(path, family: str, text_encoder_widths: dict[str, int], n_tokens: int = 8):
+    """style_encoder_from_clip_vision on a models/clip_vision .safetensors file, read without unpickling."""
+    from .safe_files import read_safetensors
+    tensors, _ = read_safetensors(path, "CLIP vision model")
+    return style_encoder_from_clip_vision(tensors, family, text_encoder_widths, n_tokens)

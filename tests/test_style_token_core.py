@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from core.clip_vision_import import style_encoder_from_clip_vision
+from core.clip_vision_import import style_encoder_from_clip_vision, style_encoder_from_clip_vision_file
 from core.image_preprocess import Preprocess, preprocess
 from core.safe_files import WeightFileError, read_safetensors
 from core.style_encoder_file import load_style_encoder, save_style_encoder
@@ -166,3 +166,23 @@ def test_clip_vision_weights_map_onto_the_backbone(act):
     assert (reference - ours).abs().max() < 1e-5
     assert encoder(pixels)["clip_l"].shape == (2, 8, 768)
     assert json.loads(json.dumps(encoder.config.backbone_config))["vision_cfg"]["width"] == 64
+
+
+def test_a_clip_vision_file_starts_an_encoder_with_comfyuis_head_count(tmp_path):
+    """The file path takes ComfyUI's clip_vision defaults: 16 heads, GELU unless 24 layers; a pickle is refused."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    config = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=16,
+                              image_size=32, patch_size=16, projection_dim=32, hidden_act="gelu")
+    torch.manual_seed(1)
+    hf = CLIPVisionModelWithProjection(config).eval()
+    path = tmp_path / "clip_vision.safetensors"
+    save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, str(path))
+    encoder = style_encoder_from_clip_vision_file(path, "sdxl", {"clip_l": 768, "clip_g": 1280}, n_tokens=4).eval()
+    pixels = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert (hf.vision_model(pixel_values=pixels).pooler_output - encoder.features(pixels)).abs().max() < 1e-5
+        assert encoder(pixels)["clip_g"].shape == (1, 4, 1280)
+    torch.save(hf.state_dict(), tmp_path / "clip_vision.bin")
+    with pytest.raises(WeightFileError, match="pickle"):
+        style_encoder_from_clip_vision_file(tmp_path / "clip_vision.bin", "sdxl", {"clip_l": 768})

@@ -76,7 +76,5 @@ def differentiable_encoder(path: Path, family: str):
     """A style encoder, or our open_clip port of a CLIP vision file (no heads), from `path`."""
     if is_style_encoder_file(path):
         return load_style_encoder(path)
-    from core.clip_vision_import import style_encoder_from_clip_vision
-    from core.safe_files import read_safetensors
-    tensors, _ = read_safetensors(path, "CLIP vision model")
-    return style_encoder_from_clip_vision(tensors, family, {})
+    from core.clip_vision_import import style_encoder_from_clip_vision_file
+    return style_encoder_from_clip_vision_file(path, family, {})

@@ -81,10 +81,8 @@ def evaluate(data, encoder: StyleEncoder, baseline: torch.nn.Module, k: int) -> 
 
 def raw_backbone(encoder: StyleEncoder, clip_vision: Path | None) -> torch.nn.Module:
     if clip_vision is not None:
-        from core.clip_vision_import import style_encoder_from_clip_vision
-        from core.safe_files import read_safetensors
-        tensors, _ = read_safetensors(clip_vision, "CLIP vision")
-        return style_encoder_from_clip_vision(tensors, encoder.config.family, encoder.config.heads).backbone.eval()
+        from core.clip_vision_import import style_encoder_from_clip_vision_file
+        return style_encoder_from_clip_vision_file(clip_vision, encoder.config.family, encoder.config.heads).backbone.eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return StyleEncoder(encoder.config).backbone.eval()

@@ -86,10 +86,8 @@ def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor, tempera
 def build_encoder(args, family: str, widths: dict[str, int], n_tokens: int) -> StyleEncoder:
     mean, std = NORMALISATIONS[args.normalisation]
     if args.init_clip_vision:
-        from core.clip_vision_import import style_encoder_from_clip_vision
-        from core.safe_files import read_safetensors
-        tensors, _ = read_safetensors(args.init_clip_vision, "CLIP vision")
-        encoder = style_encoder_from_clip_vision(tensors, family, widths, n_tokens)
+        from core.clip_vision_import import style_encoder_from_clip_vision_file
+        encoder = style_encoder_from_clip_vision_file(args.init_clip_vision, family, widths, n_tokens)
         size = args.image_size or encoder.config.preprocess.size
         encoder.config.preprocess = Preprocess(size, mean, std)
         return encoder
