@@ -22,6 +22,8 @@ import re
 
 import torch
 
+from .safe_files import read_safetensors
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)   # OpenAI CLIP's normalisation
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 LAYER = re.compile(r"^encoder\.layers\.(\d+)\.(.+)$")
@@ -115,6 +117,5 @@ def style_encoder_from_clip_vision(tensors: dict, family: str, text_encoder_widt
 
 def style_encoder_from_clip_vision_file(path, family: str, text_encoder_widths: dict[str, int], n_tokens: int = 8):
     """style_encoder_from_clip_vision on a models/clip_vision .safetensors file, read without unpickling."""
-    from .safe_files import read_safetensors
     tensors, _ = read_safetensors(path, "CLIP vision model")
     return style_encoder_from_clip_vision(tensors, family, text_encoder_widths, n_tokens)
