@@ -1,6 +1,6 @@
 """Benchmark: does training memory grow with the data set? Stage 2 on 200 and on 2,000 synthetic images.
 
-Every trainer reads its images through a DataLoader, a batch at a time (core/image_stream.py), so peak memory
+Every trainer reads its images through a DataLoader, a batch at a time (core/data/image_stream.py), so peak memory
 should not follow the number of images: goal, the 2,000-image peak within 1.2x the 200-image peak. Each run is
 its own process and reports its own peak RSS; stage 1's tokens are stood in for by random ones (this measures
 the data path, not the inversion).
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from core.style_dataset import read_style_dataset
-from core.synthetic_styles import write_synthetic_style_set
-from core.token_shards import write_shard
+from core.data.style_dataset import read_style_dataset
+from core.data.synthetic_styles import write_synthetic_style_set
+from core.formats.token_shards import write_shard
 from devkit import paths
 
 STYLES = 10

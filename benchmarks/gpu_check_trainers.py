@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from core.synthetic_styles import write_synthetic_style_set
+from core.data.synthetic_styles import write_synthetic_style_set
 from devkit import paths
 from devkit.example_inputs import content_image, style_reference
 
@@ -73,7 +73,7 @@ def stage1_data(inputs: Inputs, s: Setting, needed: "Run | None", tiny: bool) ->
 def stage2_data(inputs: Inputs, s: Setting, needed: "Run", tiny: bool) -> list[str]:
     backbone = ["--architecture", "StyleSmith-Tiny-ViT"] if tiny else []     # full size: its default ViT-L/14
     # No pretrained CLIP weights here (none are downloaded): random init, where the trainer asks to be told so.
-    random_init = ["--random-init"] if offers_flag("trainers.style_tokens_stage2", "--random-init") else []
+    random_init = ["--random-init"] if offers_flag("trainers.style_tokens.stage2", "--random-init") else []
     return ["--data", str(inputs.style_set), "--tokens", str(needed.output_dir), *backbone, *random_init]
 
 
@@ -117,11 +117,11 @@ class Trainer:
 
 
 TRAINERS = {t.name: t for t in (
-    Trainer("stage1", "trainers.style_tokens_stage1", stage1_data, "embedding.safetensors", "embedding",
+    Trainer("stage1", "trainers.style_tokens.stage1", stage1_data, "embedding.safetensors", "embedding",
             ("style-tokens",)),
-    Trainer("stage2", "trainers.style_tokens_stage2", stage2_data, "style_encoder.safetensors", "style_encoder",
+    Trainer("stage2", "trainers.style_tokens.stage2", stage2_data, "style_encoder.safetensors", "style_encoder",
             ("style-tokens", "style-tokens-dual-guidance"), needs="stage1", base_model=False),
-    Trainer("stage3", "trainers.style_tokens_stage3", stage3_data, "style_encoder.safetensors", "style_encoder",
+    Trainer("stage3", "trainers.style_tokens.stage3", stage3_data, "style_encoder.safetensors", "style_encoder",
             ("style-tokens", "style-tokens-dual-guidance"), needs="stage2"),
     Trainer("styleforge", "trainers.styleforge", styleforge_data, "styleforge.safetensors", "lora", ("styleforge",),
             extra=("--no-train-text-encoder",)),
@@ -129,7 +129,7 @@ TRAINERS = {t.name: t for t in (
             extra=()),
     Trainer("multistyleforge", "trainers.styleforge", multistyleforge_data, "styleforge.safetensors", "lora",
             ("multistyleforge",)),
-    Trainer("osasis", "trainers.osasis", osasis_data, "osasis_style.safetensors", "osasis",
+    Trainer("osasis", "trainers.osasis.train", osasis_data, "osasis_style.safetensors", "osasis",
             ("osasis-stylise", "osasis-mixing-sweep", "osasis-text-manipulation"), steps=2),
 )}
 
@@ -212,7 +212,7 @@ def run_trainer(run: Run, arguments: list[str], log: Path) -> None:
 def logged_losses(run: Run) -> dict[str, list[float]]:
     """Every loss the trainer logged: stage 1's per-batch curves, the others' history in checkpoint.pt."""
     if run.trainer.name == "stage1":
-        from core.token_shards import read_loss_curves
+        from core.formats.token_shards import read_loss_curves
         return read_loss_curves(run.output_dir)
     import torch
     checkpoint = run.output_dir / "checkpoint.pt"
@@ -224,7 +224,7 @@ def logged_losses(run: Run) -> dict[str, list[float]]:
 
 def export_stage1_embedding(run: Run, to: Path) -> Path:
     """Stage 1's tokens of its first image, as the ComfyUI embedding its --export writes."""
-    from core.token_shards import read_index
+    from core.formats.token_shards import read_index
     from trainers import style_tokens_stage1 as stage1
     first = sorted(read_index(run.output_dir))[0]
     with contextlib.redirect_stdout(io.StringIO()):    # its "use it as embedding:NAME" names the file, not our link

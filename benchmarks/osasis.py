@@ -118,7 +118,7 @@ def trainer_memory(args, checkpoint: Path, work: Path) -> dict:
     build_style_encoder_file(work / "encoder.safetensors", "sd15", 0,
                              **({"architecture": "ViT-B-32"} if args.full_size else {}))
     report = work / "trainer-probe.json"
-    command = [sys.executable, "-m", "benchmarks.trainer_probe", "--report", str(report), "trainers.osasis",
+    command = [sys.executable, "-m", "benchmarks.trainer_probe", "--report", str(report), "trainers.osasis.train",
                "--checkpoint", str(checkpoint), "--style", str(work / "style.png"), "--content", str(work / "content"),
                "--style-encoder", str(work / "encoder.safetensors"), "--output-dir", str(work / "trainer"),
                "--resolution", str(args.resolution), "--ddim-steps", "4", "--steps", "1", "--sampler-steps", "1",

@@ -42,10 +42,10 @@ def prepare_models(work: Path, full_size: bool) -> tuple[Path, str, str]:
         config = paths.write_extra_model_paths(work / "models.yaml", {
             kind: paths.models_dir() / kind for kind in ("checkpoints", "style_encoders")})
         return config, "stylesmith-tiny-sd15.safetensors", "stylesmith-tiny-style-encoder-sd15.safetensors"
-    from core.clip_backbones import backbone_config
-    from core.image_preprocess import Preprocess
-    from core.style_encoder import StyleEncoder, StyleEncoderConfig
-    from core.style_encoder_file import save_style_encoder
+    from core.style_tokens.clip_backbones import backbone_config
+    from core.data.image_preprocess import Preprocess
+    from core.style_tokens.encoder import StyleEncoder, StyleEncoderConfig
+    from core.formats.style_encoder_file import save_style_encoder
     from devkit.tiny_models import build_checkpoint
     models = work / "models"
     build_checkpoint(models / "checkpoints" / "full-sd15.safetensors", "sd15", "full", text_encoder_dtype="fp16")

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from core.synthetic_styles import write_synthetic_style_set
+from core.data.synthetic_styles import write_synthetic_style_set
 from devkit import paths
 
 from .trainer_probe import gib, read_report
@@ -37,7 +37,7 @@ def parse_args(argv=None):
 def run(args, ranks: int, checkpoint: Path, manifest: Path, out: Path) -> dict:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks)] if ranks > 1 else [sys.executable]
     command = [*launcher, "-m", "benchmarks.trainer_probe", "--report", str(out / "probe-r{rank}.json"),
-               "trainers.style_tokens_stage1", "--checkpoint", str(checkpoint), "--data", str(manifest),
+               "trainers.style_tokens.stage1", "--checkpoint", str(checkpoint), "--data", str(manifest),
                "--output-dir", str(out), "--resolution", str(args.resolution), "--steps", str(args.steps),
                "--batch-size", str(args.batch_size), "--device", "cuda" if args.gpu else "cpu"]
     done = subprocess.run(command, cwd=paths.REPO_ROOT, capture_output=True, text=True)

@@ -14,7 +14,7 @@ With --gradients, the gradients each optimiser is about to apply at its first st
 are saved as safetensors, keyed "optimiser.group.param" with optimisers numbered in the order they first step.
 
     python -m benchmarks.trainer_probe --report probe.json trainers.styleforge --checkpoint ... --output-dir ...
-    torchrun --nproc-per-node 2 -m benchmarks.trainer_probe --report 'probe-{rank}.json' trainers.style_tokens_stage1
+    torchrun --nproc-per-node 2 -m benchmarks.trainer_probe --report 'probe-{rank}.json' trainers.style_tokens.stage1
 """
 import argparse
 import importlib

@@ -101,7 +101,7 @@ def model_sigmas(model, scheduler: str, steps: int) -> torch.Tensor:
 
 def structure_sigmas(model, scheduler: str, steps: int, t0: float) -> torch.Tensor:
     """The noise levels an OSASIS structural code is inverted through and decoded along: the tail of the
-    model's `steps`-step schedule that starts at fraction t0 (core.ddim.sub_schedule)."""
+    model's `steps`-step schedule that starts at fraction t0 (core.sampling.ddim.sub_schedule)."""
     return ddim.sub_schedule(model_sigmas(model, scheduler, steps), t0).float()
 
 

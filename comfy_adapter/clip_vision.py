@@ -1,5 +1,5 @@
 """ComfyUI's CLIP vision models, as Load CLIP Vision and CLIP Vision Encode use them, and the OSASIS semantic
-code z_sem made from their image embeddings (core/osasis_semantics.py). Node and trainer both come here, so
+code z_sem made from their image embeddings (core/osasis/semantics.py). Node and trainer both come here, so
 they load the same model and make the same code."""
 from pathlib import Path
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from core.eval_manifest import MANIFEST_NAME, EvalRow, write_manifest
+from core.evaluation.manifest import MANIFEST_NAME, EvalRow, write_manifest
 
 from .comparison_graphs import method_graph, why_skipped
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from core.safe_files import write_safetensors_atomic
+from core.formats.safe_files import write_safetensors_atomic
 
 from .tiny_models import DEFAULT_SEED, ensure_built
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.checkpoint_family import checkpoint_family
+from core.formats.checkpoint_family import checkpoint_family
 
 from . import paths
 from .server import ComfyServer

@@ -6,7 +6,7 @@ update and to carry the trigger metadata, in seconds.
 import tempfile
 from pathlib import Path
 
-from core.safe_files import copy_atomic
+from core.formats.safe_files import copy_atomic
 
 from .example_inputs import content_image, style_reference
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from core.clip_backbones import TINY_VIT, open_clip_with_configs
+from core.style_tokens.clip_backbones import TINY_VIT, open_clip_with_configs
 
 
 def write_tiny_clip(path, seed: int = 0) -> tuple[Path, torch.nn.Module]:

@@ -26,7 +26,7 @@ import torch
 
 from comfy_adapter import versions
 from comfy_adapter.host import import_comfy
-from core.safe_files import file_sha256, write_safetensors_atomic
+from core.formats.safe_files import file_sha256, write_safetensors_atomic
 
 BUILDER_VERSION = 3
 DEFAULT_SEED = 20261125

@@ -6,7 +6,7 @@ tiny style encoder for z_sem and the losses: enough for a non-zero LoRA and SPN,
 import tempfile
 from pathlib import Path
 
-from core.safe_files import copy_atomic
+from core.formats.safe_files import copy_atomic
 
 from .example_inputs import content_image, style_reference
 
@@ -15,7 +15,7 @@ TRAINING = {"resolution": 64, "ddim_steps": 10, "iterations": 2, "lr": 1e-3}
 
 
 def build_osasis_style(path: Path, checkpoint: Path, style_encoder: Path, seed: int) -> None:
-    from trainers.osasis import parse_args, train
+    from trainers.osasis.train import parse_args, train
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         style_reference(64, seed=seed).save(work / "style.png")

@@ -5,10 +5,10 @@ token embeddings (std about 0.02). The authors' preprocessing (mean = std = 0.5)
 """
 import torch
 
-from core.clip_backbones import TINY_VIT, backbone_config
-from core.image_preprocess import Preprocess
-from core.style_encoder import StyleEncoder, StyleEncoderConfig
-from core.style_encoder_file import save_style_encoder
+from core.style_tokens.clip_backbones import TINY_VIT, backbone_config
+from core.data.image_preprocess import Preprocess
+from core.style_tokens.encoder import StyleEncoder, StyleEncoderConfig
+from core.formats.style_encoder_file import save_style_encoder
 
 TEXT_ENCODER_WIDTHS = {"sd15": {"clip_l": 768}, "sdxl": {"clip_l": 768, "clip_g": 1280}}
 DEFAULT_STYLE_ENCODERS = {family: f"stylesmith-tiny-style-encoder-{family}.safetensors" for family in TEXT_ENCODER_WIDTHS}

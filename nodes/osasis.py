@@ -5,11 +5,11 @@ from ..comfy_adapter import bridge
 from ..comfy_adapter.clip_vision import clip_vision_code
 from ..comfy_adapter.families import family_of_clip, family_of_model
 from ..comfy_adapter.v3 import io
-from ..core.ddim import ddim_invert
+from ..core.sampling.ddim import ddim_invert
 from ..core.families import display_name
-from ..core.osasis import StructuralCode, osasis_decode
-from ..core.osasis_mixing import blend_contexts, level_of, style_weights
-from ..core.osasis_semantics import DEFAULT_PLACEHOLDER, DEFAULT_TEMPLATE, describe_code
+from ..core.osasis.decode import StructuralCode, osasis_decode
+from ..core.osasis.mixing import blend_contexts, level_of, style_weights
+from ..core.osasis.semantics import DEFAULT_PLACEHOLDER, DEFAULT_TEMPLATE, describe_code
 from .checks import (
     require_finite_conditioning,
     require_finite_inputs,
@@ -49,7 +49,7 @@ class OsasisStyleLoader(io.ComfyNode):
             description="Loads a one-shot OSASIS style (from models/osasis): the style LoRA, the structure-preserving "
                         "network, the schedule it was trained with and its reference images.",
             inputs=[io.Combo.Input("style_name", options=bridge.model_files(FOLDER),
-                                   tooltip="An OSASIS style file made by trainers/osasis.py, from models/osasis.")],
+                                   tooltip="An OSASIS style file made by trainers/osasis/train.py, from models/osasis.")],
             outputs=[StyleType.Output(display_name="OSASIS_STYLE", tooltip="The style, for OSASIS Decode."),
                      io.Image.Output(display_name="reference",
                                      tooltip="The style image and its photoreal counterpart, as trained."),
@@ -62,7 +62,7 @@ class OsasisStyleLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, style_name):
-        from ..core.osasis_style_file import load_osasis_style
+        from ..core.formats.osasis_style_file import load_osasis_style
         style = load_osasis_style(bridge.model_file_path(FOLDER, style_name))
         thumbnails = [t.float() / 255.0 for t in style.thumbnails.values()]
         reference = torch.stack(thumbnails) if thumbnails else torch.zeros(1, 64, 64, 3)

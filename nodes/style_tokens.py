@@ -7,9 +7,9 @@ import torch
 from ..comfy_adapter import bridge
 from ..comfy_adapter.families import text_encoder_widths
 from ..comfy_adapter.v3 import io
-from ..core.image_preprocess import preprocess
-from ..core.style_tokens import StyleTokens
-from ..core.token_injection import check_widths, inject_into_prompt
+from ..core.data.image_preprocess import preprocess
+from ..core.style_tokens.tokens import StyleTokens
+from ..core.style_tokens.injection import check_widths, inject_into_prompt
 from .checks import require_finite_conditioning, require_finite_inputs
 
 CATEGORY = "StyleSmith/style tokens"
@@ -75,7 +75,7 @@ class StyleEncoderLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, encoder_name):
-        from ..core.style_encoder_file import load_style_encoder
+        from ..core.formats.style_encoder_file import load_style_encoder
         encoder = load_style_encoder(bridge.model_file_path(FOLDER, encoder_name))
         return io.NodeOutput(LoadedStyleEncoder(encoder, encoder_name))
 
@@ -190,7 +190,7 @@ class SaveStyleEmbedding(io.ComfyNode):
 
     @classmethod
     def execute(cls, style_tokens, name, overwrite=False):
-        from ..core.embedding_file import check_embedding_name, save_embedding
+        from ..core.formats.embedding_file import check_embedding_name, save_embedding
         folder = bridge.embeddings_folder()
         names = [name] if style_tokens.batch_size == 1 else [f"{name}_{i}" for i in range(style_tokens.batch_size)]
         for file_name in names:

@@ -3,7 +3,7 @@ import re
 
 from ..comfy_adapter import bridge
 from ..comfy_adapter.v3 import io
-from ..core.lora_file import read_lora
+from ..core.formats.lora_file import read_lora
 from .checks import require_finite_inputs
 
 CATEGORY = "StyleSmith/StyleForge"

@@ -122,7 +122,7 @@ SERVER_CASES = {
 def rewritten(source, target, tensor_edit=None, metadata_edit=None) -> None:
     """Copy a safetensors file with one tensor or metadata entry spoiled."""
     from safetensors.torch import load_file, save_file
-    from core.safe_files import read_safetensors
+    from core.formats.safe_files import read_safetensors
     _, metadata = read_safetensors(source, "test file")
     tensors = load_file(str(source))
     if tensor_edit:

@@ -9,15 +9,15 @@ import sys
 import pytest
 import torch
 
-from core.embedding_file import read_embedding
-from core.lora_file import read_lora
-from core.osasis_style_file import load_osasis_style
-from core.style_encoder_file import load_style_encoder
-from core.synthetic_styles import write_synthetic_style_set
-from core.token_shards import load_tokens, read_index
+from core.formats.embedding_file import read_embedding
+from core.formats.lora_file import read_lora
+from core.formats.osasis_style_file import load_osasis_style
+from core.formats.style_encoder_file import load_style_encoder
+from core.data.synthetic_styles import write_synthetic_style_set
+from core.formats.token_shards import load_tokens, read_index
 from devkit.example_inputs import content_image, style_reference
 from devkit.paths import REPO_ROOT
-from trainers.style_tokens_stage1 import init_tokens
+from trainers.style_tokens.stage1 import init_tokens
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 BF16_BASE = "UNet bf16, text encoder bf16, VAE bf16"
@@ -79,7 +79,7 @@ def test_stage1_inverts_on_a_bf16_base(style_token_stages, tmp_path):
     curves = json.loads(next(outs["stage1"].glob("losses-r*.json")).read_text())
     assert_finite_and_moved([v for c in curves.values() for v in c], (tokens["clip_l"] - start["clip_l"]).abs().max().item())
     exported = tmp_path / "one.safetensors"
-    subprocess.run([sys.executable, "-m", "trainers.style_tokens_stage1", "--output-dir", str(outs["stage1"]),
+    subprocess.run([sys.executable, "-m", "trainers.style_tokens.stage1", "--output-dir", str(outs["stage1"]),
                     "--export", sorted(index)[0], "--to", str(exported)], cwd=REPO_ROOT, check=True, capture_output=True)
     assert read_embedding(exported)["clip_l"].dtype == torch.float32
 

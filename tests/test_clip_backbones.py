@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from core.clip_backbones import TINY_VIT, backbone_config
-from core.style_encoder import build_backbone
+from core.style_tokens.clip_backbones import TINY_VIT, backbone_config
+from core.style_tokens.encoder import build_backbone
 
 
 def test_tiny_vit_is_registered_and_embeds_images():

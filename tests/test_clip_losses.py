@@ -1,7 +1,7 @@
 """OSASIS CLIP losses: zero where the directions agree, positive where they do not, differentiable."""
 import torch
 
-from core.clip_losses import cross_domain_loss, in_domain_loss, reconstruction_loss
+from core.osasis.losses import cross_domain_loss, in_domain_loss, reconstruction_loss
 
 
 def identity(images):

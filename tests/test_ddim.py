@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from core.ddim import ddim_decode, ddim_invert, sub_schedule
+from core.sampling.ddim import ddim_decode, ddim_invert, sub_schedule
 from devkit.example_inputs import content_image
 
 

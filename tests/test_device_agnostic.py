@@ -6,11 +6,11 @@ fails on the CPU: "Tensor on device cpu is not on the expected device meta!".
 """
 import torch
 
-from core.clip_losses import cross_domain_loss, in_domain_loss, reconstruction_loss
-from core.ddim import ddim_decode, ddim_invert, eps_from_x0, sub_schedule
-from core.image_preprocess import Preprocess, preprocess
-from core.osasis import osasis_decode
-from core.spn import StructurePreservingNetwork
+from core.osasis.losses import cross_domain_loss, in_domain_loss, reconstruction_loss
+from core.sampling.ddim import ddim_decode, ddim_invert, eps_from_x0, sub_schedule
+from core.data.image_preprocess import Preprocess, preprocess
+from core.osasis.decode import osasis_decode
+from core.osasis.spn import StructurePreservingNetwork
 
 META = torch.device("meta")
 

@@ -7,15 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.clip_backbones import TINY_VIT, open_clip_with_configs
-from core.eval_stats import mean_ci95
-from core.eval_weights import MetricUnavailable
-from core.image_preprocess import preprocess
-from core.metric_clip import clip_t, cosine, load_clip
-from core.metric_csd import load_csd
-from core.metric_inception import WEIGHTS_FILE, fid, kid, load_inception, random_inception_state
-from core.metric_lpips import TRUNK_FILES, load_lpips
-from core.metric_style_tokens import style_tokens
+from core.style_tokens.clip_backbones import TINY_VIT, open_clip_with_configs
+from core.evaluation.stats import mean_ci95
+from core.evaluation.weights import MetricUnavailable
+from core.data.image_preprocess import preprocess
+from core.evaluation.metric_clip import clip_t, cosine, load_clip
+from core.evaluation.metric_csd import load_csd
+from core.evaluation.metric_inception import WEIGHTS_FILE, fid, kid, load_inception, random_inception_state
+from core.evaluation.metric_lpips import TRUNK_FILES, load_lpips
+from core.evaluation.metric_style_tokens import style_tokens
 from devkit.tiny_metric_weights import write_tiny_clip, write_tiny_csd
 from devkit.tiny_style_encoders import build_style_encoder
 

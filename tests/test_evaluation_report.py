@@ -1,4 +1,4 @@
-"""python -m trainers.evaluate: manifests and specs are checked, missing weights are reported (their columns
+"""python -m evaluation.evaluate: manifests and specs are checked, missing weights are reported (their columns
 left out), and a tiny-model comparison generated through the real ComfyUI host writes the whole report."""
 import csv
 import json
@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core.comparison_spec import read_spec
-from core.eval_manifest import ManifestError, read_manifest
+from core.evaluation.comparison_spec import read_spec
+from core.evaluation.manifest import ManifestError, read_manifest
 from devkit.comparison_graphs import ipadapter_graph, why_skipped
 from devkit.example_inputs import content_image, style_reference
 from devkit.paths import make_base_dir
@@ -17,7 +17,7 @@ from devkit.tiny_metric_weights import write_tiny_clip, write_tiny_csd
 from devkit.tiny_models import TINY_CHECKPOINTS
 from devkit.tiny_osasis_styles import DEFAULT_OSASIS_STYLES
 from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
-from trainers.evaluate import main, parse_args
+from evaluation.evaluate import main, parse_args
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
-"""Training images in every PIL mode read to the right [0, 1] RGB (core/image_folder.py)."""
+"""Training images in every PIL mode read to the right [0, 1] RGB (core/data/image_folder.py)."""
 import io
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from core.image_folder import load_image_file, square_crop
+from core.data.image_folder import load_image_file, square_crop
 
 COLOUR = (200, 100, 50)
 GRAY = round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)   # what PIL's L conversion gives for COLOUR

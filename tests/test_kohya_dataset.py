@@ -7,11 +7,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core.aspect_buckets import bucket_sizes, fit_to_bucket, nearest_bucket
-from core.lora import LoRASet
-from core.image_folder import DatasetError
-from core.kohya_dataset import ImageItem, ImageSets, read_training_folder
-from core.step_batches import EpochSchedule, StepPlan, StepSampler
+from core.data.aspect_buckets import bucket_sizes, fit_to_bucket, nearest_bucket
+from core.lora.adapters import LoRASet
+from core.data.image_folder import DatasetError
+from core.data.kohya_dataset import ImageItem, ImageSets, read_training_folder
+from core.data.step_batches import EpochSchedule, StepPlan, StepSampler
 
 
 def write_image(path, width, height, colour=(200, 40, 40)):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.checkpoint_family import checkpoint_family
+from core.formats.checkpoint_family import checkpoint_family
 from devkit.paths import REPO_ROOT
 from devkit.run_workflows import use_checkpoint, workflow_families
 from devkit.tiny_models import TINY_CHECKPOINTS, build_checkpoint

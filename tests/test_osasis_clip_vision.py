@@ -87,9 +87,9 @@ def argv(checkpoint, images, clip_vision, loss_encoder, out):
 @pytest.mark.parametrize("family", ["sd15", pytest.param("sdxl", marks=pytest.mark.sdxl)])
 def test_trainer_makes_the_nodes_code_and_records_it(family, tiny_checkpoint, tiny_models_dir, osasis_images,
                                                      random_clip_vision, comfy_in_process, tmp_path):
-    from core.osasis_style_file import load_osasis_style
-    from trainers.osasis import parse_args, train
-    from trainers.osasis_encoders import clip_vision_semantic_code
+    from core.formats.osasis_style_file import load_osasis_style
+    from trainers.osasis.train import parse_args, train
+    from trainers.osasis.encoders import clip_vision_semantic_code
     encoder = tiny_models_dir / "style_encoders" / DEFAULT_STYLE_ENCODERS[family]
     result = train(parse_args(argv(tiny_checkpoint(family), osasis_images, random_clip_vision, encoder, tmp_path)))
     result.lora.detach()
@@ -110,7 +110,7 @@ def test_trainer_makes_the_nodes_code_and_records_it(family, tiny_checkpoint, ti
 
 def test_clip_vision_that_fits_no_text_encoder_or_is_not_one_is_refused(comfy_in_process, tmp_path):
     from comfy_adapter.clip_vision import load_clip_vision
-    from core.safe_files import WeightFileError
+    from core.formats.safe_files import WeightFileError
     from safetensors.torch import save_file
     save_file({"visual_projection.weight": torch.zeros(768, 1024)}, str(tmp_path / "partial.safetensors"))
     with pytest.raises(WeightFileError, match="not a CLIP vision model ComfyUI recognises"):

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from core.families import FAMILIES
-from core.osasis import add_structure
-from core.osasis_mixing import blend_contexts, level_of, style_weights
-from core.osasis_semantics import image_embedding_code
-from core.osasis_style_file import OsasisStyle, load_osasis_style, save_osasis_style
-from core.safe_files import WeightFileError
-from core.spn import StructurePreservingNetwork
+from core.osasis.decode import add_structure
+from core.osasis.mixing import blend_contexts, level_of, style_weights
+from core.osasis.semantics import image_embedding_code
+from core.formats.osasis_style_file import OsasisStyle, load_osasis_style, save_osasis_style
+from core.formats.safe_files import WeightFileError
+from core.osasis.spn import StructurePreservingNetwork
 
 
 def test_mixing_goes_from_all_content_to_all_style_finest_levels_first():

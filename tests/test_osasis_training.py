@@ -6,11 +6,11 @@ import sys
 import pytest
 import torch
 
-from core.image_folder import DatasetError
-from core.osasis_style_file import load_osasis_style
+from core.data.image_folder import DatasetError
+from core.formats.osasis_style_file import load_osasis_style
 from devkit.processes import kill_when_written
 from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
-from trainers.osasis import parse_args, train
+from trainers.osasis.train import parse_args, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 PARITY_CONTENT = "stylesmith-osasis-parity-content.png"
@@ -61,11 +61,11 @@ def test_the_style_branch_starts_from_the_photo_and_must_reach_the_style_image(t
     back, so its reconstruction loss at iteration 0 is the distance from I_A^s to I_B^s, which training must
     close; started from I_B^s it would be about 0 and teach nothing."""
     from comfy_adapter.bridge import structure_sigmas
-    from core.clip_losses import reconstruction_loss
-    from core.ddim import ddim_invert
-    from core.spn import StructurePreservingNetwork
-    from trainers.osasis_encoders import load_encoders
-    from trainers.osasis_step import Encoded, OsasisStep
+    from core.osasis.losses import reconstruction_loss
+    from core.sampling.ddim import ddim_invert
+    from core.osasis.spn import StructurePreservingNetwork
+    from trainers.osasis.encoders import load_encoders
+    from trainers.osasis.step import Encoded, OsasisStep
     args = parse_args(argv(tiny_checkpoint("sd15"), osasis_images, encoder, tmp_path))
     diffusion, photo = trained.diffusion, trained.photo
     assert torch.equal(photo.clean, diffusion.encode_images(trained.images.photo))
@@ -96,7 +96,7 @@ def test_the_style_branch_starts_from_the_photo_and_must_reach_the_style_image(t
 def test_the_decode_node_reproduces_the_trainers_stylised_latent(trained, osasis_images, comfy_in_process):
     """Node graph from the image file (VAE encode, semantic encode, exact inversion, the written style file)
     against the trainer's in-memory LoRA + SPN decode of the same image."""
-    from trainers.osasis import stylise
+    from trainers.osasis.train import stylise
     shutil.copyfile(osasis_images / "content" / "0.png", comfy_in_process.base_dir / "input" / PARITY_CONTENT)
     folder = comfy_in_process.base_dir / "models" / "osasis"
     folder.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def test_the_decode_node_reproduces_the_trainers_stylised_latent(trained, osasis
 
 def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, osasis_images, encoder, tmp_path):
     interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
-    command = [sys.executable, "-m", "trainers.osasis",
+    command = [sys.executable, "-m", "trainers.osasis.train",
                *argv(tiny_checkpoint("sd15"), osasis_images, encoder, interrupted, steps=200)[:-1], "--save-every", "2"]
     kill_when_written(command, interrupted / "checkpoint.pt")
     saved = torch.load(interrupted / "checkpoint.pt", weights_only=True)["step"]

@@ -1,7 +1,7 @@
 """The OSASIS structure-preserving network: per-pixel, time-conditioned, silent until trained."""
 import torch
 
-from core.spn import StructurePreservingNetwork
+from core.osasis.spn import StructurePreservingNetwork
 
 
 def test_untrained_spn_adds_nothing_and_trained_spn_never_moves_pixels():

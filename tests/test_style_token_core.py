@@ -5,12 +5,12 @@ import pickle
 import pytest
 import torch
 
-from core.clip_vision_import import style_encoder_from_clip_vision, style_encoder_from_clip_vision_file
-from core.image_preprocess import Preprocess, preprocess
-from core.safe_files import WeightFileError, read_safetensors
-from core.style_encoder_file import load_style_encoder, save_style_encoder
-from core.style_tokens import StyleTokens
-from core.token_injection import SpecialTokens, chunk_words, inject_style
+from core.formats.clip_vision_import import style_encoder_from_clip_vision, style_encoder_from_clip_vision_file
+from core.data.image_preprocess import Preprocess, preprocess
+from core.formats.safe_files import WeightFileError, read_safetensors
+from core.formats.style_encoder_file import load_style_encoder, save_style_encoder
+from core.style_tokens.tokens import StyleTokens
+from core.style_tokens.injection import SpecialTokens, chunk_words, inject_style
 from devkit.tiny_style_encoders import build_style_encoder
 
 SPECIAL = SpecialTokens(start=49406, end=49407, pad=49407)

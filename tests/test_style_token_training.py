@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from core.image_folder import DatasetError
-from core.style_dataset import read_style_dataset
-from core.synthetic_styles import write_synthetic_style_set
-from core.token_shards import load_tokens, read_index, read_loss_curves
+from core.data.image_folder import DatasetError
+from core.data.style_dataset import read_style_dataset
+from core.data.synthetic_styles import write_synthetic_style_set
+from core.formats.token_shards import load_tokens, read_index, read_loss_curves
 from devkit.paths import REPO_ROOT
 from trainers import style_tokens_stage1 as stage1
 from trainers.precision import Precision
@@ -97,14 +97,14 @@ def test_stage1_writes_shards_resumes_and_exports(tiny_checkpoint, synthetic, tm
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), "a resumed run must skip finished images"
     embedding = tmp_path / "one.safetensors"
     stage1.main(stage1.parse_args(["--output-dir", str(out), "--export", ids[0], "--to", str(embedding)]))
-    from core.embedding_file import read_embedding
+    from core.formats.embedding_file import read_embedding
     assert torch.equal(read_embedding(embedding)["clip_l"], tokens["clip_l"][0])
 
 
 def test_stage1_under_two_ranks_covers_every_image_once(tiny_checkpoint, synthetic, tmp_path):
     out = tmp_path / "tokens"
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m",
-                           "trainers.style_tokens_stage1", "--checkpoint", str(tiny_checkpoint("sd15")), "--data",
+                           "trainers.style_tokens.stage1", "--checkpoint", str(tiny_checkpoint("sd15")), "--data",
                            str(synthetic), "--output-dir", str(out), "--resolution", "64", "--steps", "1",
                            "--batch-size", "2", "--sample-steps", "0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -143,7 +143,7 @@ def test_stage2_writes_an_encoder_the_nodes_load(tiny_checkpoint, synthetic, tmp
 
 
 def test_supervised_contrastive_prefers_features_grouped_by_label():
-    from trainers.style_tokens_stage2 import supervised_contrastive
+    from trainers.style_tokens.stage2 import supervised_contrastive
     labels = torch.tensor([0, 0, 1, 1])
     grouped = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     mixed = grouped[[0, 2, 1, 3]]
@@ -151,12 +151,12 @@ def test_supervised_contrastive_prefers_features_grouped_by_label():
 
 
 def test_knn_accuracy_and_the_retrieval_table(tmp_path, synthetic):
-    from trainers.style_eval import knn_accuracy, main, parse_args
+    from evaluation.style_eval import knn_accuracy, main, parse_args
     clustered = torch.tensor([[1.0, 0.0], [0.9, 0.2], [0.0, 1.0], [0.2, 0.9], [-1.0, 0.1], [-0.9, -0.1]])
     labels = ["a", "a", "b", "b", "c", "c"]
     assert knn_accuracy(clustered, labels, k=1) == 1.0
     assert knn_accuracy(clustered, ["a", "b", "c", "a", "b", "c"], k=1) == 0.0
-    from core.style_encoder_file import save_style_encoder
+    from core.formats.style_encoder_file import save_style_encoder
     from devkit.tiny_style_encoders import build_style_encoder
     save_style_encoder(build_style_encoder("sd15", seed=1), tmp_path / "enc.safetensors")
     results = main(parse_args(["--data", str(synthetic), "--encoder", str(tmp_path / "enc.safetensors"), "--k", "1"]))
@@ -184,7 +184,7 @@ def test_stage1_batched_equals_one_image_at_a_time(tiny_checkpoint, synthetic, t
 def test_stage1_kill_and_resume_ends_with_the_uninterrupted_tokens(tiny_checkpoint, synthetic, tmp_path):
     from devkit.processes import kill_when_written
     interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
-    command = [sys.executable, "-m", "trainers.style_tokens_stage1", "--checkpoint", str(tiny_checkpoint("sd15")),
+    command = [sys.executable, "-m", "trainers.style_tokens.stage1", "--checkpoint", str(tiny_checkpoint("sd15")),
                "--data", str(synthetic), "--output-dir", str(interrupted), "--resolution", "64", "--steps", "3",
                "--batch-size", "2", "--sample-steps", "0"]
     kill_when_written(command, interrupted / "index-r0.json")
@@ -203,7 +203,7 @@ def test_stage1_kill_and_resume_ends_with_the_uninterrupted_tokens(tiny_checkpoi
 
 
 def test_stage3_moves_the_encoder_through_the_text_encoder_and_unet(tiny_checkpoint, synthetic, tmp_path):
-    from core.style_encoder_file import load_style_encoder, save_style_encoder
+    from core.formats.style_encoder_file import load_style_encoder, save_style_encoder
     from devkit.tiny_style_encoders import build_style_encoder
     from trainers import style_tokens_stage3 as stage3
     start = tmp_path / "start.safetensors"
@@ -223,8 +223,8 @@ def test_stage3_lowers_the_diffusion_loss_on_fixed_noises(tiny_checkpoint, synth
     """Not merely moved weights: the diffusion loss of the encoder's tokens, on the training images with fixed
     noises and timesteps, is lower after stage 3 than before."""
     from comfy_adapter.diffusion import ComfyDiffusion
-    from core.image_preprocess import preprocess
-    from core.style_encoder_file import load_style_encoder, save_style_encoder
+    from core.data.image_preprocess import preprocess
+    from core.formats.style_encoder_file import load_style_encoder, save_style_encoder
     from devkit.tiny_style_encoders import build_style_encoder
     from trainers import style_tokens_stage3 as stage3
     start = tmp_path / "start.safetensors"
@@ -251,7 +251,7 @@ def test_stage3_lowers_the_diffusion_loss_on_fixed_noises(tiny_checkpoint, synth
 
 def test_trainer_and_node_condition_identically(comfy_in_process, tiny_checkpoint):
     from comfy_adapter.diffusion import ComfyDiffusion, encode_prompt_with_style
-    from core.style_tokens import StyleTokens
+    from core.style_tokens.tokens import StyleTokens
     diffusion = ComfyDiffusion(tiny_checkpoint("sd15"), torch.device("cpu"))
     vectors = {"clip_l": torch.randn(8, 768, generator=torch.Generator().manual_seed(0)) * 0.02}
     text = "a harbour at dawn, in the style of sks"
@@ -292,7 +292,7 @@ def stage2_argv(tmp_path, *extra) -> list[str]:
 
 def test_stage2_backbone_starts_from_a_local_open_clip_checkpoint(tmp_path):
     from safetensors.torch import save_file
-    from core.clip_backbones import TINY_VIT, open_clip_with_configs
+    from core.style_tokens.clip_backbones import TINY_VIT, open_clip_with_configs
     from trainers import style_tokens_stage2 as stage2
     model = open_clip_with_configs().create_model(TINY_VIT)
     torch.manual_seed(3)
@@ -311,7 +311,7 @@ def test_stage2_backbone_starts_from_a_local_open_clip_checkpoint(tmp_path):
 def test_stage2_is_pretrained_by_default_and_offline_names_every_way_out(tmp_path):
     from trainers import style_tokens_stage2 as stage2
     assert stage2.parse_args(stage2_argv(tmp_path)).pretrained == "openai"
-    code = ("import sys; from trainers.style_tokens_stage2 import parse_args, build_encoder; "
+    code = ("import sys; from trainers.style_tokens.stage2 import parse_args, build_encoder; "
             "build_encoder(parse_args(sys.argv[1:]), 'sd15', {'clip_l': 768}, 8)")
     done = subprocess.run([sys.executable, "-c", code, *stage2_argv(tmp_path, "--architecture", "ViT-B-32")],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,

@@ -11,9 +11,9 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from core.aspect_buckets import fit_to_bucket
-from core.image_folder import DatasetError
-from core.lora_file import read_lora
+from core.data.aspect_buckets import fit_to_bucket
+from core.data.image_folder import DatasetError
+from core.formats.lora_file import read_lora
 from devkit.example_inputs import content_image, style_reference
 from devkit.in_process import NodeExecutionError
 from devkit.paths import REPO_ROOT

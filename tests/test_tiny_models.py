@@ -4,7 +4,7 @@ import logging
 import pytest
 import torch
 
-from core.safe_files import file_sha256
+from core.formats.safe_files import file_sha256
 from devkit.tiny_models import build_checkpoint
 
 pytestmark = pytest.mark.hosts

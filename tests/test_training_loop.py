@@ -76,7 +76,7 @@ def test_precision_follows_the_base_unless_told():
 
 def test_gradient_checkpointing_leaves_the_gradients_unchanged(tiny_checkpoint):
     from comfy_adapter.diffusion import ComfyDiffusion
-    from core.lora import LoRASet
+    from core.lora.adapters import LoRASet
     from trainers.styleforge import UNET_TARGETS
     diffusion = ComfyDiffusion(tiny_checkpoint("sd15"), torch.device("cpu"))
     torch.manual_seed(0)

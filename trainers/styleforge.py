@@ -18,17 +18,17 @@ q/k/v/out, feed-forward, proj_in/proj_out) and the text encoders' attention and 
 at --text-encoder-lr, half of --lr unless given; --no-train-text-encoder freezes them). kohya keys, the
 identifiers in the metadata (docs/formats.md).
 
-Data (core/kohya_dataset.py): a set folder holds images, and optionally kohya repeat folders `N_name` whose
+Data (core/data/kohya_dataset.py): a set folder holds images, and optionally kohya repeat folders `N_name` whose
 images count N times per epoch, and `.txt` captions of the same stem. The prompt of an image:
   - StyleRef without caption: "a photo of zwx style"; with one: "a photo of zwx style, <caption>", or the
     caption alone if it already names the identifier (kohya-style captions such as "zwx style, a girl");
   - Aux without caption: "a photo of style"; with one: "a photo of style, <caption>". An Aux caption that
     names the identifier is refused: it would bind the style to the Aux images.
-Images are trained whole in aspect-ratio buckets of about --resolution² pixels (core/aspect_buckets.py;
+Images are trained whole in aspect-ratio buckets of about --resolution² pixels (core/data/aspect_buckets.py;
 default 1024 for SDXL, 512 for SD1.x), optionally mirrored (--flip); each batch is one bucket. A DataLoader
 with --workers processes decodes each step's images, which are VAE-encoded per batch.
 
-Randomness (core/step_batches.py) is a function of (seed, step, item position): a killed run resumes
+Randomness (core/data/step_batches.py) is a function of (seed, step, item position): a killed run resumes
 bit-identically, and N ranks with --batch-size B train what one rank with batch N*B trains.
 
     python -m trainers.styleforge --checkpoint sd15.safetensors --styleref refs/ --aux aux/ --output-dir out/
@@ -46,12 +46,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.image_folder import DatasetError
-from core.kohya_dataset import ImageItem, ImageSets, read_training_folder
-from core.lora import LoRASet
-from core.lora_file import Component, write_lora
-from core.safe_files import file_sha256
-from core.step_batches import StepPlan, StepSampler
+from core.data.image_folder import DatasetError
+from core.data.kohya_dataset import ImageItem, ImageSets, read_training_folder
+from core.lora.adapters import LoRASet
+from core.formats.lora_file import Component, write_lora
+from core.formats.safe_files import file_sha256
+from core.data.step_batches import StepPlan, StepSampler
 
 from . import common
 from .training_loop import TrainingLoop

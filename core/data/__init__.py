@@ -1,0 +1,1 @@
+"""Images and datasets: folders, streams, buckets, kohya folders, preprocessing, synthetic styles."""

@@ -1,0 +1,1 @@
+"""Metrics, scoring and reports of `python -m evaluation.evaluate`."""

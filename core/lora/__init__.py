@@ -1,0 +1,1 @@
+"""Low-rank adapters (StyleForge and the OSASIS style LoRA)."""

@@ -1,0 +1,1 @@
+"""OSASIS (Cho et al.): structural codes, the stylising decode, the SPN, mixing and the losses."""

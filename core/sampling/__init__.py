@@ -1,0 +1,1 @@
+"""Sampling math shared by the methods: DDIM / flow inversion, gradient checkpointing."""

@@ -1,0 +1,156 @@
+"""Put style tokens where a placeholder word stands in a tokenised prompt (Chang, DESIGN §5.1).
+
+Works on ComfyUI's token lists: per text encoder, chunks of `max_length` entries
+`(token, weight, word_id)`, where `token` is an int id or an embedding vector and `word_id` is 0
+for the start/end/pad entries. The placeholder's entries are replaced by the n style vectors (the
+tokens after it shift right), which is textual-inversion style: the vectors enter the text
+encoder at its input, get position embeddings added and run through the frozen transformer.
+With no placeholder in the prompt the vectors go at its end. Chunks are then re-formed with
+ComfyUI's own rule (a word of fewer than `max_word_length` entries never straddles two chunks),
+so the result equals what ComfyUI makes of an `embedding:` in the same place.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from ..families import display_name, family_of_text_encoders
+
+Entry = tuple  # (token: int | torch.Tensor, weight: float, word_id: int)
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    start: int | None
+    end: int | None
+    pad: int
+
+    @classmethod
+    def from_empty_prompt(cls, chunk: list[Entry]) -> "SpecialTokens":
+        """Read start/end/pad ids off the tokenisation of an empty prompt: [start, end, pad, ...]."""
+        ids = [e[0] for e in chunk]
+        if len(ids) < 3:
+            raise ValueError("cannot read start/end/pad tokens from a chunk shorter than 3 entries")
+        return cls(start=ids[0], end=ids[1], pad=ids[2])
+
+
+def content_words(chunks: list[list[Entry]]) -> list[list[Entry]]:
+    """The prompt's words (entries grouped by word id), without start/end/pad entries."""
+    words: list[list[Entry]] = []
+    last_id = None
+    for chunk in chunks:
+        for entry in chunk:
+            word_id = entry[2]
+            if word_id == 0:
+                continue
+            if word_id != last_id:
+                words.append([])
+                last_id = word_id
+            words[-1].append(entry)
+    return words
+
+
+def _is_placeholder(entries: list[Entry], start: int, placeholder_ids: list[int]) -> bool:
+    window = entries[start:start + len(placeholder_ids)]
+    return len(window) == len(placeholder_ids) and all(
+        isinstance(e[0], int) and e[0] == p for e, p in zip(window, placeholder_ids))
+
+
+def splice_style(words: list[list[Entry]], placeholder_ids: list[int], style: torch.Tensor) -> tuple[list, int]:
+    """Replace every placeholder occurrence by the style vectors (n, width); append them if none.
+
+    Returns (words, number of placeholders replaced). The vectors take the placeholder's weight,
+    so ComfyUI's prompt weighting "(sks:1.2)" applies to the style too.
+    """
+    out, replaced = [], 0
+    for word in words:
+        i, kept = 0, []
+        while i < len(word):
+            if placeholder_ids and _is_placeholder(word, i, placeholder_ids):
+                if kept:
+                    out.append(kept)
+                    kept = []
+                out.append([(vector, word[i][1], -1) for vector in style])
+                replaced += 1
+                i += len(placeholder_ids)
+            else:
+                kept.append(word[i])
+                i += 1
+        if kept:
+            out.append(kept)
+    if replaced == 0:
+        out.append([(vector, 1.0, -1) for vector in style])
+    return out, replaced
+
+
+def chunk_words(words: list[list[Entry]], special: SpecialTokens, max_length: int = 77,
+                max_word_length: int = 8) -> list[list[Entry]]:
+    """Lay words out in chunks of max_length as ComfyUI's SDTokenizer does; word ids renumbered 1..n."""
+    has_end = 1 if special.end is not None else 0
+    start_entries = [(special.start, 1.0, 0)] if special.start is not None else []
+    chunks, batch = [], list(start_entries)
+    chunks.append(batch)
+    for index, word in enumerate(words):
+        group = [(e[0], e[1], index + 1) for e in word]
+        is_large = len(group) >= max_word_length
+        while group:
+            if len(group) + len(batch) > max_length - has_end:
+                remaining = max_length - len(batch) - has_end
+                if is_large:
+                    batch.extend(group[:remaining])
+                    group = group[remaining:]
+                    if has_end:
+                        batch.append((special.end, 1.0, 0))
+                else:
+                    if has_end:
+                        batch.append((special.end, 1.0, 0))
+                    batch.extend([(special.pad, 1.0, 0)] * remaining)
+                batch = list(start_entries)
+                chunks.append(batch)
+            else:
+                batch.extend(group)
+                group = []
+    if has_end:
+        batch.append((special.end, 1.0, 0))
+    batch.extend([(special.pad, 1.0, 0)] * (max_length - len(batch)))
+    return chunks
+
+
+def inject_style(chunks: list[list[Entry]], placeholder_ids: list[int], style: torch.Tensor,
+                 special: SpecialTokens) -> tuple[list[list[Entry]], int]:
+    """Tokenised prompt + style vectors (n, width) -> re-chunked tokens, number of placeholders replaced."""
+    words, replaced = splice_style(content_words(chunks), placeholder_ids, style)
+    return chunk_words(words, special, max_length=len(chunks[0])), replaced
+
+
+def inject_into_prompt(tokenize, text: str, vectors: dict[str, torch.Tensor], placeholder: str) -> dict[str, list]:
+    """Tokenise `text` with `tokenize` (ComfyUI's CLIP.tokenize with word ids) and put `vectors`
+    ({"clip_l": (n, 768), "clip_g": (n, 1280)}) where `placeholder` stands, per text encoder.
+
+    Nodes and trainers both encode through this, so their conditioning is the same by construction.
+    """
+    tokens, empty = tokenize(text), tokenize("")
+    placeholder_tokens = tokenize(placeholder) if placeholder.strip() else None
+    injected = {}
+    for key, chunks in tokens.items():
+        ids = [e[0] for e in placeholder_tokens[key][0] if e[2] != 0] if placeholder_tokens else []
+        injected[key], _ = inject_style(chunks, ids, vectors[f"clip_{key}"], SpecialTokens.from_empty_prompt(empty[key][0]))
+    return injected
+
+
+def family_name(widths: dict[str, int]) -> str:
+    """"SD1.x" / "SDXL" from a CLIP's (or a style's) text encoders and widths."""
+    family = family_of_text_encoders(widths)
+    return family.display_name if family else "+".join(sorted(widths))
+
+
+def check_widths(style_widths: dict[str, int], clip_widths: dict[str, int], family: str) -> None:
+    """Refuse style tokens whose text encoders or widths differ from the CLIP's, naming both and the fix."""
+    if style_widths == clip_widths:
+        return
+
+    def describe(widths):
+        return ", ".join(f"{k} {v}" for k, v in sorted(widths.items()))
+    raise ValueError(
+        f"Token width mismatch: the style tokens are for {display_name(family)} ({describe(style_widths)}) but the CLIP is "
+        f"{family_name(clip_widths)} ({describe(clip_widths)}). Load a style encoder trained for "
+        f"{family_name(clip_widths)}, or use the checkpoint family the encoder was trained for.")

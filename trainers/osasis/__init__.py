@@ -1,0 +1,1 @@
+"""The OSASIS one-shot style trainer (`python -m trainers.osasis.train`) and its parts."""
