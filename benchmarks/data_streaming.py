@@ -48,8 +48,8 @@ def run_child(argv: list[str]) -> None:
     """In this process: stage 2, then this process's own peak RSS (VmHWM: ru_maxrss would include the parent's,
     inherited through fork) as JSON on the last line of stdout. DataLoader workers each hold a batch or two."""
     from benchmarks.trainer_probe import peak_rss_gib
-    from trainers import style_tokens_stage2
-    style_tokens_stage2.main(style_tokens_stage2.parse_args(argv))
+    from trainers.style_tokens import stage2
+    stage2.main(stage2.parse_args(argv))
     print(json.dumps({"peak_rss_mib": peak_rss_gib() * 1024}))
 
 

@@ -225,7 +225,7 @@ def logged_losses(run: Run) -> dict[str, list[float]]:
 def export_stage1_embedding(run: Run, to: Path) -> Path:
     """Stage 1's tokens of its first image, as the ComfyUI embedding its --export writes."""
     from core.formats.token_shards import read_index
-    from trainers import style_tokens_stage1 as stage1
+    from trainers.style_tokens import stage1
     first = sorted(read_index(run.output_dir))[0]
     with contextlib.redirect_stdout(io.StringIO()):    # its "use it as embedding:NAME" names the file, not our link
         stage1.main(stage1.parse_args(["--output-dir", str(run.output_dir), "--export", first, "--to", str(to)]))

@@ -12,7 +12,7 @@ from core.data.style_dataset import read_style_dataset
 from core.data.synthetic_styles import write_synthetic_style_set
 from core.formats.token_shards import load_tokens, read_index, read_loss_curves
 from devkit.paths import REPO_ROOT
-from trainers import style_tokens_stage1 as stage1
+from trainers.style_tokens import stage1 as stage1
 from trainers.precision import Precision
 
 
@@ -115,7 +115,7 @@ def test_stage1_under_two_ranks_covers_every_image_once(tiny_checkpoint, synthet
 
 
 def test_stage2_writes_an_encoder_the_nodes_load(tiny_checkpoint, synthetic, tmp_path, comfy_in_process):
-    from trainers import style_tokens_stage2 as stage2
+    from trainers.style_tokens import stage2 as stage2
     tokens = tmp_path / "tokens"
     stage1.train(stage1_args(tiny_checkpoint("sd15"), synthetic, tokens, steps=1))
     out = comfy_in_process.base_dir / "models" / "style_encoders"
@@ -205,7 +205,7 @@ def test_stage1_kill_and_resume_ends_with_the_uninterrupted_tokens(tiny_checkpoi
 def test_stage3_moves_the_encoder_through_the_text_encoder_and_unet(tiny_checkpoint, synthetic, tmp_path):
     from core.formats.style_encoder_file import load_style_encoder, save_style_encoder
     from devkit.tiny_style_encoders import build_style_encoder
-    from trainers import style_tokens_stage3 as stage3
+    from trainers.style_tokens import stage3 as stage3
     start = tmp_path / "start.safetensors"
     save_style_encoder(build_style_encoder("sd15", seed=2), start)
     stage3.train(stage3.parse_args(["--checkpoint", str(tiny_checkpoint("sd15")), "--data", str(synthetic),
@@ -226,7 +226,7 @@ def test_stage3_lowers_the_diffusion_loss_on_fixed_noises(tiny_checkpoint, synth
     from core.data.image_preprocess import preprocess
     from core.formats.style_encoder_file import load_style_encoder, save_style_encoder
     from devkit.tiny_style_encoders import build_style_encoder
-    from trainers import style_tokens_stage3 as stage3
+    from trainers.style_tokens import stage3 as stage3
     start = tmp_path / "start.safetensors"
     save_style_encoder(build_style_encoder("sd15", seed=2), start)
     stage3.train(stage3.parse_args(["--checkpoint", str(tiny_checkpoint("sd15")), "--data", str(synthetic),
@@ -265,7 +265,8 @@ def test_trainer_and_node_condition_identically(comfy_in_process, tiny_checkpoin
 
 def test_contrastive_term_makes_a_small_encoder_retrieve_styles_of_unseen_contents(tiny_checkpoint, tmp_path):
     """Stage-1 tokens from a random UNet carry no style; the style-label term is what teaches it."""
-    from trainers import style_eval, style_tokens_stage2 as stage2
+    from evaluation import style_eval
+    from trainers.style_tokens import stage2
     manifest = write_synthetic_style_set(tmp_path / "set", styles=4, contents=40, size=64, seed=7)
     lines = manifest.read_text().splitlines()
     content = [int(json.loads(line)["image"].split("content")[1][:3]) for line in lines]
@@ -293,7 +294,7 @@ def stage2_argv(tmp_path, *extra) -> list[str]:
 def test_stage2_backbone_starts_from_a_local_open_clip_checkpoint(tmp_path):
     from safetensors.torch import save_file
     from core.style_tokens.clip_backbones import TINY_VIT, open_clip_with_configs
-    from trainers import style_tokens_stage2 as stage2
+    from trainers.style_tokens import stage2 as stage2
     model = open_clip_with_configs().create_model(TINY_VIT)
     torch.manual_seed(3)
     for p in model.parameters():
@@ -309,7 +310,7 @@ def test_stage2_backbone_starts_from_a_local_open_clip_checkpoint(tmp_path):
 
 
 def test_stage2_is_pretrained_by_default_and_offline_names_every_way_out(tmp_path):
-    from trainers import style_tokens_stage2 as stage2
+    from trainers.style_tokens import stage2 as stage2
     assert stage2.parse_args(stage2_argv(tmp_path)).pretrained == "openai"
     code = ("import sys; from trainers.style_tokens.stage2 import parse_args, build_encoder; "
             "build_encoder(parse_args(sys.argv[1:]), 'sd15', {'clip_l': 768}, 8)")
