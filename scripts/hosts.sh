@@ -35,9 +35,14 @@ pinned_host_archive() {
   if [ -f "$shared" ]; then echo "$shared"; return 0; fi
   if [ ! -f "$cached" ]; then
     say "downloading ComfyUI v$PINNED_HOST_VERSION from $PINNED_HOST_URL"
-    python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
-      "$PINNED_HOST_URL" "$cached.partial" \
+    python3 - "$PINNED_HOST_URL" "$cached.partial" <<'PY' \
       || { say "could not download $PINNED_HOST_URL: put comfyui-$PINNED_HOST_VERSION.tar.gz in $SHARED_HOSTS, or set COMFYUI_PATH"; exit 3; }
+import sys, urllib.request
+try:
+    urllib.request.urlretrieve(sys.argv[1], sys.argv[2])
+except OSError as e:
+    sys.exit(f"{e}")
+PY
     mv "$cached.partial" "$cached"
   fi
   echo "$cached"

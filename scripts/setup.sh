@@ -55,7 +55,8 @@ if [ -n "${COMFYUI_PATH:-}" ]; then
   say "using the ComfyUI at $COMFY"
 else
   COMFY="$STATE/ComfyUI"
-  unpack_host "$(pinned_host_archive)" "$COMFY"
+  archive="$(pinned_host_archive)"
+  unpack_host "$archive" "$COMFY"
   check_host_version "$COMFY" "$PINNED_HOST_VERSION"
 fi
 echo "$COMFY" > "$STATE/comfyui-path"
