@@ -321,7 +321,7 @@ def styleforge(f, out, *extra):
 
 
 def osasis(f, out, *extra):
-    return ["osasis", "--checkpoint", str(f["checkpoint"]), "--style", str(f["root"] / "style.png"), "--content",
+    return ["osasis.train", "--checkpoint", str(f["checkpoint"]), "--style", str(f["root"] / "style.png"), "--content",
             str(f["root"] / "images"), "--style-encoder", str(f["encoder"]), "--output-dir", str(out),
             "--resolution", "64", "--ddim-steps", "4", "--steps", "1", "--sampler-steps", "1",
             "--sdedit-candidates", "1", *extra]
@@ -348,10 +348,10 @@ TRAINER_CASES = {
                                    "cannot be read as an image"),
     "OSASIS: negative learning rate": (lambda f, o: osasis(f, o, "--lr", "-1"), "--lr must be positive"),
     "style tokens stage 1: missing manifest": (lambda f, o: [
-        "style_tokens_stage1", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "nope.jsonl"),
+        "style_tokens.stage1", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "nope.jsonl"),
         "--output-dir", str(o)], "does not exist"),
     "style tokens stage 2: holdout above one": (lambda f, o: [
-        "style_tokens_stage2", "--data", str(f["root"] / "images"), "--tokens", str(o), "--output-dir", str(o),
+        "style_tokens.stage2", "--data", str(f["root"] / "images"), "--tokens", str(o), "--output-dir", str(o),
         "--holdout", "2"], "--holdout must be between 0 and 1"),
     "StyleForge: output dir is a file": (lambda f, o: styleforge(f, o, "--output-dir", str(f["root"] / "a-file")),
                                          "is a file: give a folder"),
@@ -361,17 +361,17 @@ TRAINER_CASES = {
         f, o, "--style-encoder", str(f["root"] / "bad-json-encoder.safetensors")),
         "bad-json-encoder.safetensors: the style encoder's metadata cannot be read"),
     "style tokens stage 1: output dir inside a file": (lambda f, o: [
-        "style_tokens_stage1", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "images"),
+        "style_tokens.stage1", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "images"),
         "--output-dir", str(f["root"] / "a-file" / "tokens")], "a-file is a file, not a folder"),
     "style tokens stage 1: export name with a space": (lambda f, o: [
-        "style_tokens_stage1", "--output-dir", str(o), "--export", "img", "--to", str(o / "my style.safetensors")],
+        "style_tokens.stage1", "--output-dir", str(o), "--export", "img", "--to", str(o / "my style.safetensors")],
         "is not a usable embedding name"),
     "style tokens stage 3: style encoder holding NaN weights": (lambda f, o: [
-        "style_tokens_stage3", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "styles"),
+        "style_tokens.stage3", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "styles"),
         "--encoder", str(f["root"] / "nan-encoder.safetensors"), "--output-dir", str(o)],
         "nan-encoder.safetensors: tensor backbone."),
     "style tokens stage 3: resolution not a multiple of 8": (lambda f, o: [
-        "style_tokens_stage3", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "images"),
+        "style_tokens.stage3", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "images"),
         "--encoder", str(f["encoder"]), "--output-dir", str(o), "--resolution", "30"],
         "--resolution must be a multiple of 8"),
 }

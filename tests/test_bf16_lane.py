@@ -60,11 +60,11 @@ def style_token_stages(tiny_checkpoint, data, tmp_path_factory):
     root, manifest = data
     outs = {stage: tmp_path_factory.mktemp(stage) for stage in ("stage1", "stage2", "stage3")}
     common = ["--data", manifest, "--steps", 2]
-    facts = {"stage1": run_trainer("style_tokens_stage1", outs["stage1"], "--checkpoint", tiny_checkpoint("sd15"),
+    facts = {"stage1": run_trainer("style_tokens.stage1", outs["stage1"], "--checkpoint", tiny_checkpoint("sd15"),
                                    *common, "--resolution", 64, "--batch-size", 4, "--sample-steps", 0)}
-    facts["stage2"] = run_trainer("style_tokens_stage2", outs["stage2"], *common, "--tokens", outs["stage1"],
+    facts["stage2"] = run_trainer("style_tokens.stage2", outs["stage2"], *common, "--tokens", outs["stage1"],
                                   "--architecture", "StyleSmith-Tiny-ViT", "--random-init", "--batch-size", 2)
-    facts["stage3"] = run_trainer("style_tokens_stage3", outs["stage3"], "--checkpoint", tiny_checkpoint("sd15"),
+    facts["stage3"] = run_trainer("style_tokens.stage3", outs["stage3"], "--checkpoint", tiny_checkpoint("sd15"),
                                   *common, "--encoder", outs["stage2"] / "style_encoder.safetensors",
                                   "--resolution", 64, "--batch-size", 2, "--sample-steps", 0)
     return facts, outs
@@ -111,7 +111,7 @@ def test_styleforge_trains_on_a_bf16_base(tiny_checkpoint, data, tmp_path, text_
 def test_osasis_trains_on_a_bf16_base_with_gradient_checkpointing(tiny_checkpoint, tiny_models_dir, data, tmp_path):
     from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
     root, _ = data
-    facts = run_trainer("osasis", tmp_path, "--checkpoint", tiny_checkpoint("sd15"), "--style", root / "style.png",
+    facts = run_trainer("osasis.train", tmp_path, "--checkpoint", tiny_checkpoint("sd15"), "--style", root / "style.png",
                         "--content", root / "aux", "--style-encoder",
                         tiny_models_dir / "style_encoders" / DEFAULT_STYLE_ENCODERS["sd15"], "--resolution", 64,
                         "--ddim-steps", 6, "--steps", 2, "--batch-size", 1, "--sampler-steps", 2, "--sdedit-candidates", 1,
