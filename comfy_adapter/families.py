@@ -12,17 +12,25 @@ def family_of_model(model_patcher) -> families.ModelFamily:
     return family
 
 
-def text_encoder_widths(clip) -> dict[str, int]:
-    """{"clip_l": 768} for SD1.x, {"clip_g": 1280, "clip_l": 768} for SDXL, read off a loaded ComfyUI CLIP
-    (its tokenizers record the width of the embeddings they accept)."""
-    widths = {}
+def text_encoder_tokenizers(clip) -> dict[str, object]:
+    """{the key ComfyUI's tokenize files an encoder's tokens under ("l", "g", "qwen3_4b"): that encoder's tokenizer}.
+
+    ComfyUI's multi-encoder tokenizers hold each encoder's tokenizer as an attribute named by that key, or by
+    "clip_" + key for the CLIP encoders; each records the embedding key and width of the vectors it accepts."""
+    found = {}
     for key in clip.tokenize(""):
-        tokenizer = getattr(clip.tokenizer, f"clip_{key}", None)
-        if tokenizer is None or not hasattr(tokenizer, "embedding_size"):
+        tokenizer = getattr(clip.tokenizer, key, None) or getattr(clip.tokenizer, f"clip_{key}", None)
+        if not all(hasattr(tokenizer, a) for a in ("embedding_key", "embedding_size")):
             raise ValueError(f"This CLIP has a text encoder '{key}' StyleSmith does not know; style tokens need an "
                              f"{families.ANY_SUPPORTED} CLIP.")
-        widths[f"clip_{key}"] = int(tokenizer.embedding_size)
-    return widths
+        found[key] = tokenizer
+    return found
+
+
+def text_encoder_widths(clip) -> dict[str, int]:
+    """{embedding key: width} of a loaded ComfyUI CLIP's text encoders: {"clip_l": 768} for SD1.x,
+    {"clip_l": 768, "clip_g": 1280} for SDXL (the keys `embedding:` files and style-token heads use)."""
+    return {t.embedding_key: int(t.embedding_size) for t in text_encoder_tokenizers(clip).values()}
 
 
 def family_of_clip(clip) -> families.ModelFamily:

@@ -22,7 +22,7 @@ def _inverse(key_map: dict[str, str], prefix: str) -> dict[str, list[str]]:
 def unet_names(unet_model, module_names: list[str], family: str) -> dict[str, str]:
     """{UNet module name (within diffusion_model): kohya name}."""
     inverse = _inverse(comfy.lora.model_lora_keys_unet(unet_model, {}), "lora_unet_")
-    naming = families.get_family(family).kohya_unet_naming
+    naming = families.get_family(family).lora.kohya_unet
     names = {}
     for module in module_names:
         candidates = inverse.get(f"diffusion_model.{module}.weight", [])
@@ -40,7 +40,7 @@ def unet_names(unet_model, module_names: list[str], family: str) -> dict[str, st
 def text_encoder_names(text_encoder, module_names: list[str], family: str) -> dict[str, str]:
     """{text-encoder module name (within cond_stage_model): kohya name}."""
     inverse = _inverse(comfy.lora.model_lora_keys_clip(text_encoder, {}), "lora_te")
-    wanted = families.get_family(family).kohya_text_encoder_prefixes
+    wanted = families.get_family(family).lora.text_encoder_prefixes
     names = {}
     for module in module_names:
         candidates = [c for c in inverse.get(f"{module}.weight", []) if c.startswith(wanted)]

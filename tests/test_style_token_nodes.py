@@ -182,11 +182,30 @@ def node_error(comfy_in_process, graph, outputs_of=("5",)) -> str:
     return str(excinfo.value)
 
 
+def test_a_head_serves_every_clip_with_its_text_encoder(comfy_in_process, sd15):
+    """The SDXL encoder's clip_l head fits SD1.x's clip_l: on an SD1.x CLIP its tokens encode exactly as stock
+    `embedding:` does with the same vectors (ComfyUI's SD1 tokenizer reads the file's clip_l key), clip_g unused."""
+    name = "test_head_per_text_encoder"
+    export = style_graph("sd15", encoder_family="sdxl")
+    export["6"] = {"class_type": "StyleSmithSaveStyleEmbedding", "inputs": {"style_tokens": ["4", 0], "name": name}}
+    comfy_in_process.run(export, outputs_of=("6",))
+    graph = style_graph("sd15", encoder_family="sdxl")
+    graph["7"] = {"class_type": "CLIPTextEncode",
+                  "inputs": {"text": f"{PROMPT_BEFORE} embedding:{name}{PROMPT_AFTER}", "clip": ["1", 1]}}
+    out = comfy_in_process.run(graph, outputs_of=("4", "5", "7"))
+    assert set(out["4"][0].widths()) == {"clip_l", "clip_g"}
+    (ours, _), = out["5"][0]
+    (stock, _), = out["7"][0]
+    assert ours.shape == (1, 77, 768) and (ours - stock).abs().max() <= 1e-6
+    assert not torch.equal(ours, sd15["cond"][0][0])
+
+
 @pytest.mark.sdxl
 def test_sd1_encoder_on_an_sdxl_clip_names_both_families_and_widths(comfy_in_process):
     message = node_error(comfy_in_process, style_graph("sdxl", encoder_family="sd15"))
     assert "Token width mismatch" in message
-    for part in ("are for SD1.x", "the CLIP is SDXL", "clip_l 768", "clip_g 1280", "Load a style encoder trained for SDXL"):
+    for part in ("are for SD1.x", "the CLIP is SDXL", "clip_l 768", "no token head fits its clip_g 1280",
+                 "Load a style encoder trained for SDXL"):
         assert part in message
 
 

@@ -48,11 +48,11 @@ def write_lora(tensors: dict[str, torch.Tensor], path, family: str, components: 
                                               "trigger": c.trigger} for c in components]),
         "stylesmith.base_checkpoint": base_checkpoint, "stylesmith.base_checkpoint_sha256": base_sha256,
         "stylesmith.training": json.dumps(training, sort_keys=True),
-        "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": spec.modelspec_architecture,
+        "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": spec.lora.modelspec_architecture,
         "modelspec.implementation": "https://github.com/kohya-ss/sd-scripts", "modelspec.title": Path(path).stem,
         "modelspec.trigger_phrase": triggers,
         "ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": str(alpha),
-        "ss_base_model_version": spec.kohya_base_version, "ss_output_name": Path(path).stem,
+        "ss_base_model_version": spec.lora.kohya_base_version, "ss_output_name": Path(path).stem,
     }
     write_safetensors_atomic(tensors, path, metadata)
 
@@ -60,8 +60,8 @@ def write_lora(tensors: dict[str, torch.Tensor], path, family: str, components: 
 def family_from_tensors(tensors: dict[str, torch.Tensor]) -> str | None:
     """A family's last text-encoder prefix (SDXL's lora_te2_) tells; otherwise the cross-attention key width."""
     for family in FAMILIES.values():
-        if len(family.kohya_text_encoder_prefixes) > 1 and any(
-                k.startswith(family.kohya_text_encoder_prefixes[-1]) for k in tensors):
+        prefixes = family.lora.text_encoder_prefixes
+        if len(prefixes) > 1 and any(k.startswith(prefixes[-1]) for k in tensors):
             return family.key
     for key, value in tensors.items():
         if "attn2" in key and "to_k" in key and key.endswith("lora_down.weight"):

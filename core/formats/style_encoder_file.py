@@ -2,11 +2,12 @@
 
 Format `stylesmith.style_encoder`, version 1 (documented in docs/formats.md):
   tensors   backbone.<open_clip visual key>     the vision tower (without CLIP's projection)
-            heads.<name>.weight  (n_tokens*width, F)   one head per text encoder
-            heads.<name>.bias    (n_tokens*width,)
+            heads.<key>.weight  (n_tokens*width, F)    one head per text encoder, named by its ComfyUI
+                                                       embedding key ("clip_l", "clip_g"; "qwen3_4b" ...)
+            heads.<key>.bias    (n_tokens*width,)
   metadata  stylesmith.format = "style_encoder", stylesmith.format_version = "1",
-            stylesmith.family, stylesmith.architecture, stylesmith.backbone_config (JSON),
-            stylesmith.heads (JSON name -> width), stylesmith.n_tokens,
+            stylesmith.family (the family trained with), stylesmith.architecture, stylesmith.backbone_config (JSON),
+            stylesmith.heads (JSON embedding key -> width), stylesmith.n_tokens,
             stylesmith.preprocess (JSON size/mean/std/interpolation), stylesmith.training (JSON)
 `load_style_encoder` is the only reader.
 """

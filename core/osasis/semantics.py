@@ -33,7 +33,7 @@ def image_embedding_code(embeds: torch.Tensor, family: ModelFamily) -> tuple[tor
         return embeds if slot_width == width else embeds.new_zeros(embeds.shape[0], slot_width)
 
     context = torch.cat([slot(w) for w in family.text_encoders.values()], dim=1)[:, None, :]
-    return context, slot(family.text_encoders[family.pooled_text_encoder])
+    return context, slot(family.text_encoders[family.pooled_from])
 
 
 def vision_models(family: ModelFamily) -> str:

@@ -4,8 +4,9 @@
 
 The paper's backbone is CLIP ViT-L/14 taking `pooler_output` (the post-LayerNorm class token, before
 CLIP's projection) and a single head Linear(1024, 8*768) for SD's CLIP-L. Here the backbone is any
-open_clip vision tower and there is one head per text encoder the target family has (SD1: clip_l;
-SDXL: clip_l and clip_g). Head names and widths come from the file's metadata, never from constants.
+open_clip vision tower and there is one head per text encoder of the family it was trained with (SD1: clip_l;
+SDXL: clip_l and clip_g). A head is named by its text encoder's ComfyUI embedding key, and serves every family
+that encodes with that encoder. Head names and widths come from the file's metadata, never from constants.
 """
 import json
 import tempfile
@@ -21,10 +22,10 @@ from ..data.image_preprocess import Preprocess
 
 @dataclass
 class StyleEncoderConfig:
-    family: str                    # model family whose text encoders the heads feed: "sd15", "sdxl"
+    family: str                    # the model family it was trained with: "sd15", "sdxl" (messages, provenance)
     architecture: str              # open_clip architecture name, e.g. "ViT-L-14-quickgelu"
     backbone_config: dict          # the full open_clip model config, so any architecture rebuilds anywhere
-    heads: dict[str, int]          # text-encoder name -> token width, e.g. {"clip_l": 768, "clip_g": 1280}
+    heads: dict[str, int]          # text encoder's ComfyUI embedding key -> token width, e.g. {"clip_l": 768}
     preprocess: Preprocess         # size, mean, std: the authors trained with mean = std = 0.5, not CLIP's
     n_tokens: int = 8              # style tokens per image; the paper uses 8
     training: dict = field(default_factory=dict)  # stage, steps, dataset fingerprint (provenance only)

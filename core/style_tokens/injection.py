@@ -144,13 +144,16 @@ def family_name(widths: dict[str, int]) -> str:
 
 
 def check_widths(style_widths: dict[str, int], clip_widths: dict[str, int], family: str) -> None:
-    """Refuse style tokens whose text encoders or widths differ from the CLIP's, naming both and the fix."""
-    if style_widths == clip_widths:
+    """Refuse style tokens that lack a head for one of the CLIP's text encoders (same embedding key, same width),
+    naming both sides and the fix. A head belongs to a text encoder, not to a family: heads for encoders this CLIP
+    does not have are simply not used."""
+    missing = {k: w for k, w in clip_widths.items() if style_widths.get(k) != w}
+    if not missing:
         return
 
     def describe(widths):
         return ", ".join(f"{k} {v}" for k, v in sorted(widths.items()))
     raise ValueError(
         f"Token width mismatch: the style tokens are for {display_name(family)} ({describe(style_widths)}) but the CLIP is "
-        f"{family_name(clip_widths)} ({describe(clip_widths)}). Load a style encoder trained for "
-        f"{family_name(clip_widths)}, or use the checkpoint family the encoder was trained for.")
+        f"{family_name(clip_widths)} ({describe(clip_widths)}), and no token head fits its {describe(missing)}. Load a "
+        f"style encoder trained for {family_name(clip_widths)}, or use the checkpoint family the encoder was trained for.")

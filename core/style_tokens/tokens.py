@@ -7,7 +7,7 @@ import torch
 @dataclass(frozen=True)
 class StyleTokens:
     tokens: dict[str, torch.Tensor]   # text-encoder name ("clip_l", "clip_g") -> (batch, n_tokens, width)
-    family: str                       # the family the encoder was trained for: "sd15", "sdxl"
+    family: str                       # the family the encoder was trained with: "sd15", "sdxl"
 
     def __post_init__(self):
         sizes = {name: tuple(t.shape) for name, t in self.tokens.items()}
