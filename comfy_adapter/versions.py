@@ -1,7 +1,7 @@
 """Every difference between ComfyUI versions that StyleSmith or its harness meets, in one place.
 
-Each function names the ComfyUI version that changed the behaviour it hides. Tested hosts: 0.3.64, 0.3.75
-(pinned) and 0.33.0. The V3 node API's version is chosen in comfy_adapter/v3.py. Nothing here imports
+Each function names the ComfyUI version that changed the behaviour it hides. Tested hosts: 0.33.0 (pinned),
+0.3.75 and 0.3.64. The V3 node API's version is chosen in comfy_adapter/v3.py. Nothing here imports
 ComfyUI at module level: the log parser runs in processes that never load it.
 """
 import argparse
