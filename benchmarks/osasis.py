@@ -132,8 +132,9 @@ def trainer_memory(args, checkpoint: Path, work: Path) -> dict:
 
 
 def host_device():
-    import comfy.model_management
-    return comfy.model_management.get_torch_device()
+    """The device ComfyUI samples on (the in-process host has configured it by now)."""
+    from comfy_adapter.host import import_comfy
+    return import_comfy().get_torch_device()
 
 
 def main(args) -> None:

@@ -17,14 +17,19 @@ def is_comfyui(folder: Path) -> bool:
     return (folder / "main.py").is_file() and (folder / "comfy").is_dir()
 
 
-def locate_comfyui(explicit: Path | None = None) -> Path:
+def find_comfyui(explicit: Path | None = None) -> Path | None:
+    """The ComfyUI folder (see the module docstring for the order), or None when there is none."""
     candidates = [explicit, os.environ.get("COMFYUI_PATH"), PACK_ROOT.parent.parent]
     recorded = Path(os.environ.get("STYLESMITH_HOME", PACK_ROOT / ".stylesmith")) / "comfyui-path"
     if recorded.is_file():
         candidates.append(recorded.read_text().strip())
-    for candidate in candidates:
-        if candidate and is_comfyui(Path(candidate)):
-            return Path(candidate).resolve()
+    return next((Path(c).resolve() for c in candidates if c and is_comfyui(Path(c))), None)
+
+
+def locate_comfyui(explicit: Path | None = None) -> Path:
+    found = find_comfyui(explicit)
+    if found is not None:
+        return found
     raise FileNotFoundError("ComfyUI not found: pass --comfyui /path/to/ComfyUI, set COMFYUI_PATH, install this pack "
                             "in ComfyUI/custom_nodes, or run scripts/setup.sh.")
 

@@ -7,10 +7,8 @@ chromium-driver`; scripts/setup.sh does it when it runs as root); nothing is dow
 
     python -m devkit.generate      # writes docs/screenshots/<workflow>.png (and the other generated files)
 """
-import json
 import shutil
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -82,12 +80,6 @@ def chromium_paths() -> tuple[str, str]:
     return browser, driver
 
 
-def _post_settings(server) -> None:
-    request = urllib.request.Request(server.url + "/api/settings", data=json.dumps(SETTINGS).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    urllib.request.urlopen(request, timeout=30).close()
-
-
 @contextmanager
 def frontend(server, timeout: float = 120):
     """A headless Chromium showing the host's ComfyUI page, once the frontend has registered the nodes."""
@@ -99,7 +91,7 @@ def frontend(server, timeout: float = 120):
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  f"--window-size={WINDOW[0]},{WINDOW[1]}"):
         options.add_argument(flag)
-    _post_settings(server)
+    server.post_json("/api/settings", SETTINGS)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
         driver.set_script_timeout(timeout)

@@ -2,18 +2,15 @@
 
 Used by the test fixtures and by the main-job runner. The server runs on CPU with the pack
 installed in `base_dir/custom_nodes`; a pack that fails to import makes `start()` raise with
-the log excerpt, because ComfyUI itself carries on and only logs `IMPORT FAILED`.
+the log excerpt, because ComfyUI itself carries on and only logs `IMPORT FAILED`. The HTTP part is the
+shipped client (evaluation/comfy_client.py); this adds the process, its log, and the local conveniences of a
+server on this machine (saved images as arrays and as paths in its folders).
 """
 import io
-import json
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from comfy_adapter import versions
+from evaluation.comfy_client import ComfyClient, ComfyUIError, PromptResult
 from . import paths
 
 SERVER_FLAGS = ("--cpu", "--disable-auto-launch", "--disable-api-nodes")
@@ -31,13 +29,9 @@ class HostError(RuntimeError):
 
 
 @dataclass
-class PromptResult:
-    prompt_id: str
-    status: str                                   # "success" or "error"
-    outputs: dict                                 # node id -> ComfyUI UI output
-    images: list = field(default_factory=list)    # float32 HxWx3 arrays in [0, 1]
-    image_paths: list = field(default_factory=list)
-    error: dict | None = None                     # the execution_error message, if any
+class ServerResult(PromptResult):
+    images: list = field(default_factory=list)         # float32 HxWx3 arrays in [0, 1]
+    image_paths: list = field(default_factory=list)    # the saved files in this server's folders
 
 
 def free_port() -> int:
@@ -46,7 +40,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ComfyServer:
+class ComfyServer(ComfyClient):
+    """A ComfyUI server process of its own, on a free port; its HTTP API is ComfyClient's."""
+
     def __init__(self, base_dir: Path, comfyui_dir: Path | None = None, python: str = sys.executable,
                  extra_args: tuple = ("--fp32-text-enc",), extra_model_paths: Path | None = None,
                  log_path: Path | None = None, packs: tuple = (paths.PACK_FOLDER_NAME,), cpu: bool = True):
@@ -60,14 +56,12 @@ class ComfyServer:
         self.cpu = cpu
         self.port = None
         self.process = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__("http://127.0.0.1:0")     # the real port is chosen in start()
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> "ComfyServer":
         self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         flags = SERVER_FLAGS if self.cpu else tuple(f for f in SERVER_FLAGS if f != "--cpu")
         cmd = [self.python, "main.py", *flags, "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.base_dir), *self.extra_args]
@@ -84,7 +78,7 @@ class ComfyServer:
             try:
                 self.get_json("/system_stats", timeout=2)
                 break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
+            except ComfyUIError:
                 time.sleep(0.25)
         else:
             self.stop()
@@ -144,69 +138,30 @@ class ComfyServer:
                 return int(line.split()[1]) * 1024
         raise HostError("VmRSS not found in /proc status")
 
-    # ---- HTTP --------------------------------------------------------------------------------
-    def _request(self, path: str, data: bytes | None = None, timeout: float = 30):
-        req = urllib.request.Request(self.url + path, data=data,
-                                     headers={"Content-Type": "application/json"} if data else {})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.read()
-
-    def get_json(self, path: str, timeout: float = 30):
-        return json.loads(self._request(path, timeout=timeout))
-
-    def object_info(self) -> dict:
-        return self.get_json("/object_info", timeout=60)
-
-    def queue(self, prompt: dict, workflow: dict | None = None) -> tuple[str | None, dict | None]:
-        """POST /prompt. Returns (prompt_id, None), or (None, validation error body) on HTTP 400.
-
-        With `workflow` (UI format), saved images carry it, as when the frontend queues a graph.
-        """
-        request = {"prompt": prompt, "client_id": uuid.uuid4().hex}
-        if workflow is not None:
-            request["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
-        body = json.dumps(request).encode()
+    # ---- HTTP: ComfyClient's, plus what only a local server has ------------------------------
+    def wait(self, prompt_id: str, timeout: float = 600) -> dict:
+        """ComfyClient.wait; when the server stops answering because its process died, HostError with the log."""
         try:
-            return json.loads(self._request("/prompt", data=body))["prompt_id"], None
-        except urllib.error.HTTPError as e:
-            if e.code == 400:
-                return None, json.loads(e.read())
+            return super().wait(prompt_id, timeout)
+        except ComfyUIError as e:
+            if self.exited_within(2.0):     # its socket closes a moment before the process can be reaped
+                raise HostError(f"ComfyUI died while running {prompt_id}.\n{self.log_tail()}") from e
             raise
 
-    def wait(self, prompt_id: str, timeout: float = 600) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            history = self.get_json(f"/history/{prompt_id}")
-            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
-                entry = history[prompt_id]
-                if entry["status"].get("status_str") in ("success", "error"):
-                    return entry
-            if self.process.poll() is not None:
-                raise HostError(f"ComfyUI died while running {prompt_id}.\n{self.log_tail()}")
-            time.sleep(0.1)
-        raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout} s")
+    def exited_within(self, seconds: float) -> bool:
+        try:
+            self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def fetch_image(self, ref: dict) -> np.ndarray:
-        query = urllib.parse.urlencode({k: ref[k] for k in ("filename", "subfolder", "type")})
-        png = self._request(f"/view?{query}")
-        return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32) / 255.0
+        """One saved image as a float32 HxWx3 array in [0, 1]."""
+        return np.asarray(Image.open(io.BytesIO(self.image_bytes(ref))).convert("RGB"), dtype=np.float32) / 255.0
 
-    def run(self, prompt: dict, timeout: float = 600, workflow: dict | None = None) -> PromptResult:
-        """Queue a prompt, wait, and return its outputs with saved images as arrays.
-
-        Validation failures and execution errors come back as data (status "error"), not exceptions.
-        """
-        prompt_id, invalid = self.queue(prompt, workflow)
-        if invalid is not None:
-            return PromptResult(prompt_id="", status="error", outputs={}, error=invalid)
-        entry = self.wait(prompt_id, timeout)
-        result = PromptResult(prompt_id=prompt_id, status=entry["status"]["status_str"], outputs=entry["outputs"])
-        for event, data in entry["status"].get("messages", []):
-            if event == "execution_error":
-                result.error = data
-        for node_output in entry["outputs"].values():
-            for ref in node_output.get("images", []):
-                result.images.append(self.fetch_image(ref))
-                folder = self.base_dir / ref["type"] / ref["subfolder"]
-                result.image_paths.append(folder / ref["filename"])
-        return result
+    def run(self, prompt: dict, timeout: float = 600, workflow: dict | None = None) -> ServerResult:
+        """ComfyClient.run, with every saved image fetched as an array and its path in this server's folders."""
+        result = super().run(prompt, timeout, workflow)
+        return ServerResult(**vars(result), images=[self.fetch_image(ref) for ref in result.image_refs],
+                            image_paths=[self.base_dir / ref["type"] / ref["subfolder"] / ref["filename"]
+                                         for ref in result.image_refs])

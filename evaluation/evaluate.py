@@ -2,11 +2,11 @@
 preservation, FID/KID; writes scores.csv, summary.csv, summary.md, report.html and grid.png.
 
 Either score images you already have (a folder with manifest.jsonl), or generate them first from a
-comparison spec through the real ComfyUI host (style tokens, StyleForge, OSASIS, and IP-Adapter when the
-IPAdapter+ nodes are installed), every method with the same seeds:
+comparison spec in a running ComfyUI with StyleSmith installed (style tokens, StyleForge, OSASIS, and
+IP-Adapter when the IPAdapter+ nodes are installed), every method with the same seeds:
 
     python -m evaluation.evaluate --outputs my_outputs/ --report-dir report/ --style-encoder enc.safetensors
-    python -m evaluation.evaluate --spec comparison.json --report-dir report/ [--csd csd.pth]
+    python -m evaluation.evaluate --spec comparison.json --comfyui-url http://127.0.0.1:8188 --report-dir report/ [--csd csd.pth]
 
 Weights: --clip (open_clip ARCH:TAG or ARCH:FILE, or a models/clip_vision file), --csd, --style-encoder,
 --lpips-trunk, --inception. A metric whose weights are missing is reported and its columns left out.
@@ -30,7 +30,10 @@ from core.evaluation.metric_inception import FEATURE_SIZES, default_weights_file
 from core.evaluation.metric_lpips import TRUNK_FILES, default_trunk_file, load_lpips
 from core.formats.safe_files import WeightFileError
 from core.formats.style_encoder_file import load_style_encoder
-from devkit.comparison_run import GenerationError
+from comfy_adapter.host import find_comfyui
+
+from .comfy_client import ComfyClient, ComfyUIError
+from .comparison_run import GenerationError, generate
 
 DEFAULT_CLIP = "ViT-L-14:openai"
 RANDOM_NOTE = ("RANDOM WEIGHTS (--random-init): CLIP, LPIPS and Inception without a weights file are randomly "
@@ -42,6 +45,8 @@ def parse_args(argv=None):
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--outputs", type=Path, help="a folder with manifest.jsonl (or the manifest file) of images to score")
     source.add_argument("--spec", type=Path, help="a comparison spec (JSON): generate every method in ComfyUI, then score")
+    p.add_argument("--comfyui-url", help="with --spec: the address of a running ComfyUI with StyleSmith installed "
+                                         "(e.g. http://127.0.0.1:8188), which generates the images")
     p.add_argument("--report-dir", type=Path, required=True, help="where the report goes (created)")
     p.add_argument("--clip", default=DEFAULT_CLIP,
                    help="CLIP for CLIP-T and the image cosines: open_clip ARCH:TAG (default %(default)s), ARCH:FILE, "
@@ -61,11 +66,16 @@ def parse_args(argv=None):
     p.add_argument("--random-init", action="store_true",
                    help="random weights for CLIP, LPIPS and Inception where no file is given (tests; numbers mean nothing)")
     p.add_argument("--device", default="auto", help="torch device for the metric models (auto: cuda when available)")
-    p.add_argument("--base-dir", type=Path, help="ComfyUI base directory with models/ and custom_nodes/ "
-                                                 "(default: the one scripts/setup.sh made)")
-    p.add_argument("--extra-model-paths", type=Path, help="a ComfyUI extra_model_paths.yaml for the generation")
-    p.add_argument("--cpu", action="store_true", help="run ComfyUI on the CPU for the generation")
+    p.add_argument("--models-dir", type=Path, help="a ComfyUI models folder, where --style-encoder and --clip names "
+                                                   "are looked up (default: models/ of the ComfyUI this pack is "
+                                                   "installed in, or of $COMFYUI_PATH's)")
+    p.add_argument("--extra-model-paths", type=Path, help="a ComfyUI extra_model_paths.yaml: more folders for those names")
     args = p.parse_args(argv)
+    if args.spec is not None and not args.comfyui_url:
+        p.error("--spec needs --comfyui-url: start ComfyUI with StyleSmith installed and pass its address, "
+                "e.g. --comfyui-url http://127.0.0.1:8188")
+    if args.outputs is not None and args.comfyui_url:
+        p.error("--comfyui-url is for --spec; --outputs scores images that already exist")
     if args.fid_real is not None and not args.fid_real.is_dir():
         p.error(f"--fid-real {args.fid_real} is not a folder of images")
     if args.no_fid and (args.inception or args.fid_real):
@@ -74,19 +84,23 @@ def parse_args(argv=None):
 
 
 def model_file(kind: str, name: str, args) -> Path:
-    """A file named as a ComfyUI loader lists it: a path, else `name` in the base directory's models/<kind>, else
-    in the folders --extra-model-paths adds for <kind> (ComfyUI's extra_model_paths.yaml format)."""
+    """A file named as a ComfyUI loader lists it: a path, else `name` in models/<kind> of --models-dir (default: the
+    models folder of the ComfyUI that comfy_adapter.host finds, if any), else in the folders --extra-model-paths adds
+    for <kind> (ComfyUI's extra_model_paths.yaml format). A name found nowhere comes back as the first candidate,
+    so that its loader says which file is missing."""
     if Path(name).is_file():
         return Path(name)
-    from devkit import paths
-    folders = [(args.base_dir or paths.base_dir()) / "models" / kind]
+    comfyui = find_comfyui()
+    models_dir = args.models_dir or (comfyui / "models" if comfyui else None)
+    folders = [models_dir / kind] if models_dir else []
     if args.extra_model_paths is not None:
         import yaml
         for section in (yaml.safe_load(args.extra_model_paths.read_text()) or {}).values():
             base = Path(section.get("base_path", "")) if isinstance(section, dict) else Path()
             value = section.get(kind) if isinstance(section, dict) else None
             folders += [base / line.strip() for line in str(value or "").splitlines() if line.strip()]
-    return next((folder / name for folder in folders if (folder / name).is_file()), folders[0] / name)
+    candidates = [folder / name for folder in folders] or [Path(name)]
+    return next((path for path in candidates if path.is_file()), candidates[0])
 
 
 def _try(availability: list, metric: str, load, describe, fix: str = ""):
@@ -117,7 +131,8 @@ def load_metrics(args, style_encoder: str | None, device: torch.device) -> tuple
     else:
         path = model_file("style_encoders", style_encoder, args)
         encoder = _try(availability, "style encoder (style_tokens)", lambda: load_style_encoder(path), lambda m: str(path),
-                       "Pass --style-encoder with a file from models/style_encoders.")
+                       "Pass --style-encoder with a file, or --models-dir with the ComfyUI models folder whose "
+                       "style_encoders/ holds it.")
     random_trunk = args.random_init and args.lpips_trunk is None
     trunk = "random trunk" if random_trunk else str(args.lpips_trunk or default_trunk_file(args.lpips_net))
     lpips = _try(availability, "LPIPS (content_lpips)", lambda: load_lpips(args.lpips_net, args.lpips_trunk, random_trunk),
@@ -149,14 +164,8 @@ def real_set(args, rows) -> list[Path]:
 
 def generate_from_spec(args):
     from core.evaluation.comparison_spec import read_spec
-    from devkit import paths
-    from devkit.comparison_run import generate
-    from devkit.server import ComfyServer
     spec = read_spec(args.spec)
-    base = args.base_dir or paths.base_dir()
-    with ComfyServer(base, extra_args=(), extra_model_paths=args.extra_model_paths, cpu=args.cpu or not torch.cuda.is_available(),
-                     log_path=args.report_dir / "comfyui.log") as server:
-        rows, skipped = generate(spec, server, args.report_dir / "generated")
+    rows, skipped = generate(spec, ComfyClient(args.comfyui_url), args.report_dir / "generated")
     encoders = [c.models["style_encoder"] for c in spec.cases if c.models.get("style_encoder")]
     return rows, skipped, encoders[0] if encoders else None
 
@@ -194,5 +203,5 @@ def main(args) -> dict[str, Path]:
 if __name__ == "__main__":
     try:
         main(parse_args())
-    except (ManifestError, WeightFileError, DatasetError, GenerationError) as e:
+    except (ManifestError, WeightFileError, DatasetError, GenerationError, ComfyUIError) as e:
         sys.exit(f"error: {e}")

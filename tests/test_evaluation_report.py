@@ -10,13 +10,14 @@ from PIL import Image
 
 from core.evaluation.comparison_spec import read_spec
 from core.evaluation.manifest import ManifestError, read_manifest
-from devkit.comparison_graphs import ipadapter_graph, why_skipped
 from devkit.example_inputs import content_image, style_reference
 from devkit.paths import make_base_dir
+from devkit.server import ComfyServer
 from devkit.tiny_metric_weights import write_tiny_clip, write_tiny_csd
 from devkit.tiny_models import TINY_CHECKPOINTS
 from devkit.tiny_osasis_styles import DEFAULT_OSASIS_STYLES
 from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
+from evaluation.comparison_graphs import ipadapter_graph, why_skipped
 from evaluation.evaluate import main, parse_args
 
 
@@ -31,6 +32,13 @@ def inputs(tmp_path):
              "content": "content.png", "seed": 1} for m in ("ours", "theirs")]
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return tmp_path
+
+
+@pytest.fixture
+def running_comfyui(tmp_path, extra_model_paths):
+    """A ComfyUI with the pack and the tiny models, started by the harness: what --comfyui-url points at."""
+    with ComfyServer(make_base_dir(tmp_path / "base"), extra_args=(), extra_model_paths=extra_model_paths) as server:
+        yield server
 
 
 def read_csv(path):
@@ -129,8 +137,7 @@ def test_random_init_fills_the_columns_and_says_so(inputs):
 
 
 # ---- end to end through the real host ---------------------------------------------------------------------------
-def test_tiny_model_comparison_generates_every_method_and_writes_the_report(tmp_path, extra_model_paths):
-    base = make_base_dir(tmp_path / "base")
+def test_tiny_model_comparison_generates_every_method_and_writes_the_report(tmp_path, extra_model_paths, running_comfyui):
     style_reference(size=64).save(tmp_path / "style.png")
     content_image(size=64).save(tmp_path / "content.png")
     real = tmp_path / "real"
@@ -149,7 +156,7 @@ def test_tiny_model_comparison_generates_every_method_and_writes_the_report(tmp_
     report = tmp_path / "report"
 
     files = main(parse_args(["--spec", str(tmp_path / "spec.json"), "--report-dir", str(report),
-                             "--base-dir", str(base), "--extra-model-paths", str(extra_model_paths), "--cpu",
+                             "--comfyui-url", running_comfyui.url, "--extra-model-paths", str(extra_model_paths),
                              "--clip", f"StyleSmith-Tiny-ViT:{tmp_path / 'clip.safetensors'}", "--csd", str(tmp_path / "csd.pth"),
                              "--random-init", "--fid-real", str(real), "--fid-features", "64"]))
 

@@ -59,3 +59,19 @@ def test_execution_errors_come_back_as_data_and_the_server_serves_on(comfy_serve
     assert good.status == "success"
     assert len(good.images) == 1 and good.images[0].shape == (8, 8, 3)
     assert np.all(good.images[0] == 0.0)
+
+
+def test_a_server_that_dies_mid_prompt_fails_the_harness_with_its_log(tmp_path, extra_model_paths):
+    server = ComfyServer(make_base_dir(tmp_path / "base"), extra_model_paths=extra_model_paths).start()
+    try:
+        blank = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+                 "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+        prompt_id, invalid = server.queue(blank)
+        assert invalid is None, invalid
+        server.process.kill()
+        server.process.wait()
+        with pytest.raises(HostError, match=f"ComfyUI died while running {prompt_id}") as excinfo:
+            server.wait(prompt_id)
+        assert "ComfyUI log (tail)" in str(excinfo.value)
+    finally:
+        server.stop()
