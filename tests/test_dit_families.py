@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from core import families
-from core.formats.safe_files import WeightFileError, write_safetensors_atomic
+from core.formats.safe_files import WeightFileError, file_sha256, write_safetensors_atomic
 from core.formats.text_encoder_options import METADATA_KEY, model_options_metadata, text_encoder_model_options
 from devkit import paths
 from devkit.server import ComfyServer
-from devkit.tiny_dit_models import QWEN3_4B_OPTIONS, stock_text_to_image
+from devkit.tiny_dit_models import QWEN3_4B_OPTIONS, build_diffusion_model, build_vae_approx, stock_text_to_image
 
 PROMPT = "a lighthouse on a cliff at dawn"
 # Z-Image is 0.9B parameters: held as fp8 (stock UNETLoader's fp8_e4m3fn) it takes 0.9 GB instead of 3.6 GB in fp32.
@@ -131,6 +131,19 @@ def test_harness_pack_adds_the_recorded_options_and_leaves_other_files_alone(tmp
     assert calls == [{**QWEN3_4B_OPTIONS, "load_device": "cpu"}, {"load_device": "cpu"}, caller_wins]
     assert with_recorded_options(wrapped) is wrapped
     assert comfy.sd.load_clip.stylesmith_harness, "importing the harness pack wraps ComfyUI's load_clip"
+
+
+@pytest.mark.family("klein")
+def test_same_seed_gives_the_same_tiny_klein_bytes(tmp_path):
+    hashes = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        folder = tmp_path / name
+        build_diffusion_model(folder / "klein.safetensors", "klein", seed)
+        build_vae_approx(folder, "taef2", seed)
+        hashes[name] = [file_sha256(folder / f) for f in ("klein.safetensors", "taef2_encoder.safetensors",
+                                                          "taef2_decoder.safetensors")]
+    assert hashes["a"] == hashes["b"]
+    assert all(x != y for x, y in zip(hashes["a"], hashes["c"]))
 
 
 def free_models():
