@@ -10,6 +10,9 @@ a tiny UNet with two resolution levels and a middle block, for tests of per-leve
 builds the real SD1.5 / SDXL architecture for benchmarks (random weights time and fill memory like
 real ones). All but `full` get a TAESD VAE.
 
+The DiT families' split files (Flux.2 Klein 4B, Z-Image) are built by devkit/tiny_dit_models.py, from
+--models-dir runs, on hosts that support them.
+
     python -m devkit.tiny_models --models-dir .stylesmith/base/models          # the defaults
     python -m devkit.tiny_models --family sdxl --size full --out /tmp/sdxl.safetensors
 """
