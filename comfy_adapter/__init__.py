@@ -5,6 +5,7 @@
     families.py      which registered family (core/families.py) a ComfyUI MODEL or CLIP is
     bridge.py        what nodes do with ComfyUI objects: folders, tokens, LoRA patching, sampling, progress
     diffusion.py     a checkpoint loaded by ComfyUI with what trainers need (noise, conditioning, previews)
+    split_files.py   a family's split files (diffusion model, text encoder, VAE) through ComfyUI's loaders, for trainers
     kohya_names.py   kohya LoRA names from ComfyUI's own LoRA key map
     host.py          finding and configuring ComfyUI in a standalone process (trainers, benchmarks, tests)
     core_modules.py  core/ under the name this process gives it (inside ComfyUI, or from the repository root)

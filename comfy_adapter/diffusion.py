@@ -13,15 +13,29 @@ from .families import family_of_model
 
 
 class ComfyDiffusion:
+    """A single-file checkpoint (`ComfyDiffusion(path, device)`), or a family's split files
+    (comfy_adapter.split_files.open_split_files, through `from_parts`): the same object either way."""
+
     def __init__(self, checkpoint: Path, device: torch.device):
-        import comfy.model_management
         import comfy.sd
         checkpoint = Path(checkpoint)
         checkpoint_family.checkpoint_family(checkpoint)   # missing, pickled or not SD1.x / SDXL: a clear error before ComfyUI reads it
-        self.model, self.clip, self.vae, _ = comfy.sd.load_checkpoint_guess_config(
-            str(checkpoint), output_vae=True, output_clip=True)
-        if self.clip is None or self.vae is None:
+        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(checkpoint), output_vae=True, output_clip=True)
+        if clip is None or vae is None:
             raise ValueError(f"{checkpoint.name} holds no text encoder or no VAE; training needs a full checkpoint.")
+        self._take(model, clip, vae, device)
+
+    @classmethod
+    def from_parts(cls, model, clip, vae, device: torch.device) -> "ComfyDiffusion":
+        """The object for a MODEL, CLIP and VAE that ComfyUI's own loaders loaded (split files)."""
+        diffusion = cls.__new__(cls)
+        diffusion._take(model, clip, vae, device)
+        return diffusion
+
+    def _take(self, model, clip, vae, device: torch.device) -> None:
+        """Hold ComfyUI's MODEL, CLIP and VAE frozen, loaded on `device`."""
+        import comfy.model_management
+        self.model, self.clip, self.vae = model, clip, vae
         self.family = family_of_model(self.model).key
         self.device = device
         comfy.model_management.load_models_gpu([self.model, self.clip.patcher], force_full_load=True)

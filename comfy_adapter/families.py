@@ -1,14 +1,26 @@
 """Which registered model family (core/families.py) a loaded ComfyUI MODEL or CLIP belongs to."""
 from .core_modules import families
 
+# Where ComfyUI's detected model configs record the width of the text context the denoiser reads: UNets
+# (SD1.x, SDXL) `context_dim`, Flux and Flux.2 `context_in_dim`, Lumina 2 / Z-Image `cap_feat_dim`.
+CONTEXT_WIDTH_KEYS = ("context_dim", "context_in_dim", "cap_feat_dim")
+
+
+def context_width(model_config) -> int | None:
+    """The width of the text context a ComfyUI model config's denoiser reads, or None if it records none."""
+    unet_config = getattr(model_config, "unet_config", None) or {}
+    return next((int(unet_config[k]) for k in CONTEXT_WIDTH_KEYS if unet_config.get(k) is not None), None)
+
 
 def family_of_model(model_patcher) -> families.ModelFamily:
-    """The family of a ComfyUI MODEL, read off its detected model-config class and that class's bases."""
+    """The family of a ComfyUI MODEL, read off its detected model-config class (and that class's bases) and the
+    width of its text context."""
     config = model_patcher.model.model_config
-    family = families.family_of_comfy_config({cls.__name__ for cls in type(config).__mro__})
+    width = context_width(config)
+    family = families.family_of_comfy_config({cls.__name__ for cls in type(config).__mro__}, width)
     if family is None:
-        raise ValueError(f"ComfyUI detects this model as {type(config).__name__}; StyleSmith serves "
-                         f"{families.SUPPORTED} models. Load an {families.ANY_SUPPORTED} checkpoint.")
+        raise ValueError(f"ComfyUI detects this model as {type(config).__name__} (text context {width} wide); "
+                         f"StyleSmith serves {families.SUPPORTED} models. Load an {families.ANY_SUPPORTED} model.")
     return family
 
 
@@ -29,16 +41,20 @@ def text_encoder_tokenizers(clip) -> dict[str, object]:
 
 def text_encoder_widths(clip) -> dict[str, int]:
     """{embedding key: width} of a loaded ComfyUI CLIP's text encoders: {"clip_l": 768} for SD1.x,
-    {"clip_l": 768, "clip_g": 1280} for SDXL (the keys `embedding:` files and style-token heads use)."""
+    {"clip_l": 768, "clip_g": 1280} for SDXL, {"qwen3_4b": 2560} for Flux.2 Klein 4B and Z-Image (the keys
+    `embedding:` files and style-token heads use)."""
     return {t.embedding_key: int(t.embedding_size) for t in text_encoder_tokenizers(clip).values()}
 
 
 def family_of_clip(clip) -> families.ModelFamily:
-    """The family of a loaded ComfyUI CLIP, from its text encoders and their widths."""
+    """The family of a loaded ComfyUI CLIP, from ComfyUI's text-encoder class and its encoders' widths."""
     widths = text_encoder_widths(clip)
-    family = families.family_of_text_encoders(widths)
+    model_class = type(clip.cond_stage_model)
+    family = families.family_of_comfy_text_encoder({cls.__name__ for cls in model_class.__mro__}, widths)
     if family is None:
         found = ", ".join(f"{k} {v}" for k, v in widths.items())
-        raise ValueError(f"This CLIP's text encoders ({found}) are not those of an {families.ANY_SUPPORTED} "
-                         f"checkpoint. Use the CLIP of an {families.ANY_SUPPORTED} checkpoint.")
+        types = ", ".join(f"{f.comfy_clip_type} for {f.display_name}" for f in families.SPLIT_FILES)
+        raise ValueError(f"This CLIP's text encoders ({found}, ComfyUI's {model_class.__name__}) are not those of an "
+                         f"{families.ANY_SUPPORTED} model. Use the CLIP of an {families.ANY_SUPPORTED} model; a "
+                         f"text-encoder file needs CLIPLoader's type of its family ({types}).")
     return family

@@ -1,10 +1,15 @@
 """The one registry of model families StyleSmith serves: what every file, node, trainer and message knows of them.
 
-A family's key ("sd15", "sdxl") is what files, command lines and metadata store; its display name is what messages
+A family's key ("sd15", "klein") is what files, command lines and metadata store; its display name is what messages
 show. A family names its denoiser (a UNet with resolution levels, or a transformer with blocks), its text encoders
 (each by ComfyUI's embedding key and width: CLIP, T5 or an LLM), where its pooled vector comes from, its latent, and
 how its LoRA files name layers. Nothing here imports ComfyUI: the facts ComfyUI exposes at run time (model-config
-class names, embedding keys) are recorded as plain strings, and comfy_adapter reads ComfyUI objects against them.
+and text-encoder class names, embedding keys, CLIPLoader types) are recorded as plain strings, and comfy_adapter
+reads ComfyUI objects against them.
+
+Two families may share a text encoder (Flux.2 Klein 4B and Z-Image both encode with Qwen3-4B) or a model-config
+class (Flux.2 Dev and Klein are both ComfyUI's `Flux2`), so a loaded MODEL is told by its config class together
+with its context width, and a loaded CLIP by ComfyUI's text-encoder class together with its encoders' widths.
 
 A style-token head belongs to a text encoder, not to a family: a head for `clip_l` (768) serves every family whose
 text encoders include clip_l. A new family is one more entry here plus its adapter code.
@@ -45,7 +50,13 @@ class ModelFamily:
     latent_downscale: int                 # image pixels per latent pixel, per side
     lora: LoraNaming
     comfy_model_configs: tuple            # ComfyUI model-config classes (or their bases) detected as this family
-    checkpoint_marker: str = ""           # a tensor-name prefix only this family's single-file checkpoints hold
+    comfy_text_encoder_models: tuple      # ComfyUI text-encoder classes (or their bases) a CLIP of this family is
+    comfy_clip_type: str                  # the type stock CLIPLoader / DualCLIPLoader loads its text-encoder files as
+    comfy_min_version: tuple              # the oldest ComfyUI StyleSmith serves this family on: the release that
+                                          # added it, or the pack's own minimum (0.3.64) for older families
+    checkpoint_marker: str = ""           # a tensor-name prefix only this family's single-file checkpoints hold;
+                                          # "" for families users have as split files (diffusion model, text
+                                          # encoder, VAE)
 
     @property
     def text_encoders(self) -> dict[str, int]:
@@ -59,7 +70,9 @@ FAMILIES = {
         pooled_from="clip_l", context_width=768, latent_channels=4, latent_downscale=8,
         lora=LoraNaming("kohya", kohya_unet="diffusers", text_encoder_prefixes=("lora_te_",),
                         modelspec_architecture="stable-diffusion-v1/lora", kohya_base_version="sd_v1"),
-        comfy_model_configs=("SD15",), checkpoint_marker="cond_stage_model.transformer."),
+        comfy_model_configs=("SD15",), comfy_text_encoder_models=("SD1ClipModel",),
+        comfy_clip_type="stable_diffusion", comfy_min_version=(0, 3, 64),
+        checkpoint_marker="cond_stage_model.transformer."),
     # SDXL-family files (SDXL, SSD-1B, Segmind Vega, KOALA) hold clip_l at embedders.0, clip_g (open_clip form) at 1.
     "sdxl": ModelFamily(
         key="sdxl", display_name="SDXL", denoiser=UNET,
@@ -67,10 +80,43 @@ FAMILIES = {
         pooled_from="clip_g", context_width=2048, latent_channels=4, latent_downscale=8,
         lora=LoraNaming("kohya", kohya_unet="ldm", text_encoder_prefixes=("lora_te1_", "lora_te2_"),
                         modelspec_architecture="stable-diffusion-xl-v1-base/lora", kohya_base_version="sdxl_base_v1-0"),
-        comfy_model_configs=("SDXL",), checkpoint_marker="conditioner.embedders.1.model."),
+        comfy_model_configs=("SDXL",), comfy_text_encoder_models=("SDXLClipModel",),
+        comfy_clip_type="sdxl", comfy_min_version=(0, 3, 64),
+        checkpoint_marker="conditioner.embedders.1.model."),
+    # Klein reads Qwen3-4B's hidden states before layers 9, 18 and 27 and stacks them: context 3 x 2560. ComfyUI
+    # detects Flux.2 Dev as the same `Flux2` config, with Mistral-3's 15360-wide context. Klein support came with
+    # ComfyUI 0.9.2 (Comfy-Org/ComfyUI#11890); 0.3.75 loads a Qwen3-4B file as Z-Image's encoder whatever the type.
+    "klein": ModelFamily(
+        key="klein", display_name="Flux.2 Klein 4B", denoiser=TRANSFORMER,
+        encoders=(TextEncoder("qwen3_4b", 2560, "llm"),), pooled_from=None, context_width=7680,
+        latent_channels=128, latent_downscale=16, lora=LoraNaming("comfy"),
+        comfy_model_configs=("Flux2",), comfy_text_encoder_models=("Flux2TEModel",),
+        comfy_clip_type="flux2", comfy_min_version=(0, 9, 2)),
+    # Z-Image is ComfyUI's Lumina 2 DiT at width 3840 (config `ZImage`, model `model_base.Lumina2`), reading Qwen3-4B's
+    # second-to-last hidden state. Added in ComfyUI 0.3.75. Its workflows load the encoder as CLIPLoader type lumina2.
+    "zimage": ModelFamily(
+        key="zimage", display_name="Z-Image", denoiser=TRANSFORMER,
+        encoders=(TextEncoder("qwen3_4b", 2560, "llm"),), pooled_from=None, context_width=2560,
+        latent_channels=16, latent_downscale=8, lora=LoraNaming("comfy"),
+        comfy_model_configs=("ZImage",), comfy_text_encoder_models=("ZImageTEModel",),
+        comfy_clip_type="lumina2", comfy_min_version=(0, 3, 75)),
 }
-SUPPORTED = " and ".join(f.display_name for f in FAMILIES.values())      # "SD1.x and SDXL"
-ANY_SUPPORTED = " or ".join(f.display_name for f in FAMILIES.values())   # "SD1.x or SDXL"
+
+
+def names(families, conjunction: str) -> str:
+    """Display names as a sentence list: "SD1.x, SDXL and Z-Image" (conjunction "and") or "... or ..."."""
+    shown = [f.display_name for f in families]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} {conjunction} {shown[-1]}"
+
+
+SUPPORTED = names(FAMILIES.values(), "and")          # "SD1.x, SDXL, Flux.2 Klein 4B and Z-Image"
+ANY_SUPPORTED = names(FAMILIES.values(), "or")       # "SD1.x, SDXL, Flux.2 Klein 4B or Z-Image"
+SINGLE_FILE = [f for f in FAMILIES.values() if f.checkpoint_marker]   # families with single-file checkpoints
+SPLIT_FILES = [f for f in FAMILIES.values() if not f.checkpoint_marker]
+
+
+def version_text(version: tuple) -> str:
+    return ".".join(str(part) for part in version)
 
 
 def get_family(key: str) -> ModelFamily:
@@ -85,8 +131,10 @@ def display_name(key: str | None) -> str:
 
 
 def family_of_text_encoders(widths: dict[str, int]) -> ModelFamily | None:
-    """The first family whose text encoders are exactly these ({"clip_l": 768} -> SD1.x), or None."""
-    return next((f for f in FAMILIES.values() if f.text_encoders == widths), None)
+    """The one family whose text encoders are exactly these ({"clip_l": 768} -> SD1.x); None when no family or
+    several have them ({"qwen3_4b": 2560} is Klein's and Z-Image's: family_of_comfy_text_encoder tells those apart)."""
+    found = [f for f in FAMILIES.values() if f.text_encoders == widths]
+    return found[0] if len(found) == 1 else None
 
 
 def families_using(widths: dict[str, int]) -> list[ModelFamily]:
@@ -105,6 +153,23 @@ def family_of_checkpoint_keys(keys) -> ModelFamily | None:
                  if f.checkpoint_marker and any(k.startswith(f.checkpoint_marker) for k in keys)), None)
 
 
-def family_of_comfy_config(class_names: set[str]) -> ModelFamily | None:
-    """The family of a ComfyUI model config, given the names of its class and its bases."""
-    return next((f for f in FAMILIES.values() if class_names & set(f.comfy_model_configs)), None)
+def family_of_comfy_config(class_names: set[str], context_width: int) -> ModelFamily | None:
+    """The family of a ComfyUI model config, given the names of its class and its bases and the width of the text
+    context its denoiser reads (Flux.2 Klein 4B and Flux.2 Dev share the `Flux2` config)."""
+    return next((f for f in FAMILIES.values()
+                 if class_names & set(f.comfy_model_configs) and f.context_width == context_width), None)
+
+
+def family_of_comfy_text_encoder(class_names: set[str], widths: dict[str, int]) -> ModelFamily | None:
+    """The family of a ComfyUI CLIP, given the names of its text-encoder class and that class's bases and its
+    encoders' widths (Klein's and Z-Image's CLIPs both hold Qwen3-4B; their classes differ)."""
+    return next((f for f in FAMILIES.values()
+                 if class_names & set(f.comfy_text_encoder_models) and f.text_encoders == widths), None)
+
+
+def unsupported_on_host(family: ModelFamily, host_version: tuple) -> str | None:
+    """Why a ComfyUI of `host_version` cannot load this family (naming both versions), or None when it can."""
+    if tuple(host_version) >= family.comfy_min_version:
+        return None
+    return (f"{family.display_name} needs ComfyUI {version_text(family.comfy_min_version)} or newer; this host is "
+            f"ComfyUI {version_text(host_version)}")

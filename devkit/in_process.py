@@ -1,7 +1,8 @@
 """Run ComfyUI graphs in this process, without a server: fast node tests on the real host.
 
 The pack is loaded exactly as ComfyUI loads it (`nodes.load_custom_node` on the pack folder in
-`base_dir/custom_nodes`), so its modules get ComfyUI's package name and relative imports.
+`base_dir/custom_nodes`), so its modules get ComfyUI's package name and relative imports; the harness pack
+(devkit/harness_pack) beside it is loaded the same way, as the server loads it.
 """
 import asyncio
 import uuid
@@ -49,9 +50,10 @@ class InProcessHost:
         import nodes
         self._execution, self._nodes = execution, nodes
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-        pack = self.base_dir / "custom_nodes" / paths.PACK_FOLDER_NAME
-        if not asyncio.run(nodes.load_custom_node(str(pack), module_parent="custom_nodes")):
-            raise HostError(f"ComfyUI could not import the pack at {pack}; see the log above.")
+        for name in (paths.HARNESS_PACK_FOLDER_NAME, paths.PACK_FOLDER_NAME):
+            pack = self.base_dir / "custom_nodes" / name
+            if not asyncio.run(nodes.load_custom_node(str(pack), module_parent="custom_nodes")):
+                raise HostError(f"ComfyUI could not import the pack at {pack}; see the log above.")
         self.executor = versions.prompt_executor(execution, _SilentServer())
 
     @property

@@ -12,6 +12,9 @@ from comfy_adapter.host import locate_comfyui
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACK_FOLDER_NAME = "ComfyUI-StyleSmith"
+# The harness's own node pack (devkit/harness_pack): stock text-encoder loaders build the shrunk tiny encoders.
+HARNESS_PACK_FOLDER_NAME = "StyleSmith-Harness"
+HARNESS_PACK_SOURCE = REPO_ROOT / "devkit" / "harness_pack"
 
 
 def state_dir() -> Path:
@@ -41,11 +44,13 @@ def write_extra_model_paths(path: Path, folders: dict[str, Path]) -> Path:
 
 
 def make_base_dir(root: Path, pack_source: Path = REPO_ROOT) -> Path:
-    """A fresh ComfyUI --base-directory with the pack (or a copy of it) linked into custom_nodes."""
+    """A fresh ComfyUI --base-directory with the pack (or a copy of it) and the harness pack linked into
+    custom_nodes."""
     (root / "custom_nodes").mkdir(parents=True, exist_ok=True)
     for sub in ("input", "output", "user", "models"):
         (root / sub).mkdir(exist_ok=True)
     (root / "custom_nodes" / PACK_FOLDER_NAME).symlink_to(pack_source, target_is_directory=True)
+    (root / "custom_nodes" / HARNESS_PACK_FOLDER_NAME).symlink_to(HARNESS_PACK_SOURCE, target_is_directory=True)
     from .example_inputs import write_example_inputs
     write_example_inputs(root / "input")
     return root

@@ -45,7 +45,8 @@ class ComfyServer(ComfyClient):
 
     def __init__(self, base_dir: Path, comfyui_dir: Path | None = None, python: str = sys.executable,
                  extra_args: tuple = ("--fp32-text-enc",), extra_model_paths: Path | None = None,
-                 log_path: Path | None = None, packs: tuple = (paths.PACK_FOLDER_NAME,), cpu: bool = True):
+                 log_path: Path | None = None, packs: tuple = (paths.PACK_FOLDER_NAME, paths.HARNESS_PACK_FOLDER_NAME),
+                 cpu: bool = True):
         self.base_dir = Path(base_dir)
         self.comfyui_dir = Path(comfyui_dir or paths.comfyui_dir())
         self.python = python

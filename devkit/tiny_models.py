@@ -10,6 +10,9 @@ a tiny UNet with two resolution levels and a middle block, for tests of per-leve
 builds the real SD1.5 / SDXL architecture for benchmarks (random weights time and fill memory like
 real ones). All but `full` get a TAESD VAE.
 
+The DiT families' split files (Flux.2 Klein 4B, Z-Image) are built by devkit/tiny_dit_models.py, from
+--models-dir runs, on hosts that support them.
+
     python -m devkit.tiny_models --models-dir .stylesmith/base/models          # the defaults
     python -m devkit.tiny_models --family sdxl --size full --out /tmp/sdxl.safetensors
 """
@@ -25,7 +28,7 @@ from pathlib import Path
 import torch
 
 from comfy_adapter import versions
-from comfy_adapter.host import import_comfy
+from comfy_adapter.host import import_comfy, locate_comfyui
 from core.formats.safe_files import file_sha256, write_safetensors_atomic
 
 BUILDER_VERSION = 3
@@ -199,7 +202,8 @@ def ensure_default_models(models_dir: Path, seed: int = DEFAULT_SEED, text_encod
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--comfyui", type=Path, help="ComfyUI folder (default: $COMFYUI_PATH or the one setup recorded)")
-    p.add_argument("--models-dir", type=Path, help="build the default tiny models into MODELS_DIR/checkpoints")
+    p.add_argument("--models-dir", type=Path, help="build the default tiny models into MODELS_DIR (checkpoints/, "
+                   "and the split files of the DiT families the host supports: devkit/tiny_dit_models.py)")
     p.add_argument("--inputs-dir", type=Path, help="also write the example input images into this ComfyUI input/")
     p.add_argument("--family", choices=["sd15", "sdxl"], help="build one checkpoint of this family (with --out)")
     p.add_argument("--size", choices=["tiny", "two-level", "full"], default="tiny",
@@ -223,6 +227,8 @@ def main(args) -> None:
         os.environ["COMFYUI_PATH"] = str(args.comfyui)
     if args.models_dir is not None:
         ensure_default_models(args.models_dir, args.seed, args.text_encoder_dtype)
+        from .tiny_dit_models import ensure_split_models
+        ensure_split_models(args.models_dir, versions.host_version(locate_comfyui()), args.seed)
     if args.inputs_dir is not None:
         from .example_inputs import write_example_inputs
         write_example_inputs(args.inputs_dir)

@@ -7,7 +7,8 @@
 #      ../shared/hosts/comfyui-0.33.0.tar.gz when present, else from the upstream release tag v0.33.0),
 #   3. ComfyUI's requirements (without torch*) plus what that host version imports without listing it
 #      (comfy_adapter/versions.py says what), and the pack's,
-#   4. a ComfyUI base directory with this pack in custom_nodes and the tiny default models,
+#   4. a ComfyUI base directory with this pack (and the harness's node pack) in custom_nodes and the tiny default
+#      models (the split files of the DiT families only where the host supports the family),
 #   5. Debian's chromium and chromedriver for the frontend tests (apt, when run as root or with sudo).
 # A second run only checks stamps and returns in seconds.
 set -euo pipefail
@@ -81,6 +82,8 @@ fi
 BASE="$STATE/base"
 mkdir -p "$BASE/custom_nodes" "$BASE/input" "$BASE/output" "$BASE/user"
 ln -sfn "$ROOT" "$BASE/custom_nodes/ComfyUI-StyleSmith"
+# the harness's node pack: stock CLIPLoader graphs build the shrunk tiny text encoders (devkit/harness_pack)
+ln -sfn "$ROOT/devkit/harness_pack" "$BASE/custom_nodes/StyleSmith-Harness"
 (cd "$ROOT" && "$PY" -m devkit.tiny_models --comfyui "$COMFY" --models-dir "$BASE/models" --inputs-dir "$BASE/input")
 # 5. a browser for the frontend tests: Debian's chromium + chromedriver (nothing downloaded at test time)
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then

@@ -22,6 +22,9 @@ from comfy_adapter.host import import_comfy, put_comfyui_on_path  # noqa: E402
 
 put_comfyui_on_path()
 
+# `@pytest.mark.family("klein")`: skipped on hosts older than the family's ComfyUI support (devkit/family_gate.py).
+pytest_plugins = ["devkit.family_gate"]
+
 # One ComfyUI configuration per process (CPU, fp32 text encoder, this base directory): the
 # in-process host and the trainers under test share it.
 SESSION_BASE = make_base_dir(Path(tempfile.mkdtemp(prefix="stylesmith-tests-")) / "base")
@@ -41,7 +44,8 @@ def tiny_models_dir() -> Path:
     return models
 
 
-MODEL_FOLDERS = ("checkpoints", "style_encoders", "loras", "osasis", "clip_vision")
+MODEL_FOLDERS = ("checkpoints", "style_encoders", "loras", "osasis", "clip_vision", "diffusion_models", "text_encoders",
+                 "vae_approx")
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +97,20 @@ def tiny_checkpoint(tiny_models_dir):
     def path(family: str) -> Path:
         return tiny_models_dir / "checkpoints" / TINY_CHECKPOINTS[family]
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_split_model(tiny_models_dir):
+    """The tiny split files of a DiT family (devkit/tiny_dit_models.py); use it in tests marked with that family."""
+    from devkit.tiny_dit_models import SPLIT_MODELS
+
+    def files(family: str):
+        spec = SPLIT_MODELS[family]
+        needed = [tiny_models_dir / "diffusion_models" / spec.diffusion_model,
+                  tiny_models_dir / "text_encoders" / spec.text_encoder,
+                  *(tiny_models_dir / "vae_approx" / f"{spec.vae}_{part}.safetensors" for part in ("encoder", "decoder"))]
+        missing = [str(p) for p in needed if not p.is_file()]
+        if missing:
+            pytest.fail(f"tiny {family} files {missing} are missing: run scripts/setup.sh first")
+        return spec
+    return files
