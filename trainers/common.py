@@ -46,6 +46,35 @@ def add_common_args(p: argparse.ArgumentParser, steps: int, lr: float, save_ever
     g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
+def add_base_model_args(p: argparse.ArgumentParser) -> None:
+    """The frozen base model, as users have it: one single-file checkpoint (SD1.x, SDXL), or a family's split files
+    (Flux.2 Klein, Z-Image: diffusion model, text encoder, VAE), loaded by ComfyUI's own loaders."""
+    g = p.add_argument_group("base model: --checkpoint, or --diffusion-model with --text-encoder and --vae")
+    g.add_argument("--checkpoint", type=Path, help="a single-file .safetensors checkpoint (SD1.x, SDXL)")
+    g.add_argument("--diffusion-model", type=Path, help="a diffusion model file from models/diffusion_models "
+                                                         "(Flux.2 Klein, Z-Image), as UNETLoader loads it")
+    g.add_argument("--text-encoder", type=Path, action="append", default=[],
+                   help="its text encoder file from models/text_encoders (repeat for a family with two)")
+    g.add_argument("--vae", help="its VAE file from models/vae, or an approximate VAE by its path without the "
+                                 "_encoder/_decoder suffix (models/vae_approx/taef2)")
+    g.add_argument("--comfyui", type=Path, help="ComfyUI folder (default: $COMFYUI_PATH or the one this pack is in)")
+
+
+def check_base_model_args(p: argparse.ArgumentParser, args) -> None:
+    split = [args.diffusion_model, args.text_encoder, args.vae]
+    if args.checkpoint is not None and any(split):
+        p.error("give either --checkpoint (a single-file checkpoint) or --diffusion-model, --text-encoder and --vae "
+                "(split files), not both")
+    if args.checkpoint is None and not all(split):
+        p.error("the base model is required: --checkpoint (SD1.x, SDXL), or --diffusion-model, --text-encoder and "
+                "--vae (Flux.2 Klein, Z-Image)")
+
+
+def base_model_file(args) -> Path:
+    """The file that names the base model in run summaries and in the metadata of what a trainer writes."""
+    return args.checkpoint or args.diffusion_model
+
+
 def check_common_args(p: argparse.ArgumentParser, args, zero_steps_means: str | None = None) -> None:
     """Reject impossible settings naming the flag; `zero_steps_means` documents a trainer's --steps 0."""
     flags = ("grad_accum", "save_every") if zero_steps_means and args.steps == 0 else ("steps", "grad_accum", "save_every")
@@ -105,10 +134,15 @@ def init_distributed(device_flag: str | None) -> Distributed:
 
 
 def open_base_model(args, world: Distributed):
-    """(the checkpoint loaded by ComfyUI with its weights in --precision's dtype, the resolved Precision), with
+    """(the base model loaded by ComfyUI with its weights in --precision's dtype, the resolved Precision), with
     gradient checkpointing when asked for."""
-    from comfy_adapter.diffusion import open_checkpoint
-    diffusion = open_checkpoint(args.checkpoint, world.device, args.comfyui, weights=args.precision)
+    if args.checkpoint is not None:
+        from comfy_adapter.diffusion import open_checkpoint
+        diffusion = open_checkpoint(args.checkpoint, world.device, args.comfyui, weights=args.precision)
+    else:
+        from comfy_adapter.split_files import open_split_files
+        diffusion = open_split_files(args.diffusion_model, args.text_encoder, args.vae, world.device, args.comfyui,
+                                     weights=args.precision)
     if args.gradient_checkpointing:
         diffusion.enable_gradient_checkpointing()
     return diffusion, precisions.Precision.resolve(args.precision, world.device, diffusion.compute_dtype)

@@ -78,8 +78,7 @@ def parse_component(spec: str) -> dict:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, required=True, help="your SD1.5 or SDXL .safetensors checkpoint")
-    p.add_argument("--comfyui", type=Path, help="ComfyUI folder (default: $COMFYUI_PATH or the one this pack is in)")
+    common.add_base_model_args(p)
     p.add_argument("--name", default="styleforge", help="file name of the LoRA (OUTPUT_DIR/NAME.safetensors)")
     d = p.add_argument_group("data (one component, or --component for several)")
     d.add_argument("--styleref", type=Path, help="folder of style reference images (about 15-20); may hold N_name "
@@ -112,6 +111,7 @@ def parse_args(argv=None):
     common.add_common_args(p, steps=1000, lr=1e-4, save_every=250)
     args = p.parse_args(argv)
     common.check_common_args(p, args)
+    common.check_base_model_args(p, args)
     if args.component and (args.styleref or args.aux):
         p.error("give either --styleref/--aux (one component) or --component (several), not both")
     if not args.component:
@@ -307,7 +307,7 @@ def run_facts(diffusion, data: list[ComponentData], precision, args) -> dict:
     buckets: dict[tuple[int, int], int] = {}
     for item in (i for items in image_sets(data) for i in items):
         buckets[item.bucket] = buckets.get(item.bucket, 0) + 1
-    return {"checkpoint": f"{args.checkpoint.name} ({diffusion.family})",
+    return {"base model": f"{common.base_model_file(args).name} ({diffusion.family})",
             "components": "; ".join(f"{d.component.name}: StyleRef '{d.instance_prompt}' {describe(d.styleref)}, "
                                     f"Aux '{d.class_prompt}' {describe(d.aux)}" for d in data),
             "buckets": ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(buckets.items())),
@@ -328,11 +328,11 @@ def preview_rows(diffusion, data, args, label: str) -> dict:
 def lora_writer(diffusion, loras, data, args, loop: TrainingLoop, lora_path: Path):
     """The trainer's on_save: the LoRA file and the loss plot."""
     save_dtype = torch.float16 if args.save_dtype == "fp16" else torch.float32
-    checkpoint_hash = file_sha256(args.checkpoint) if loop.world.is_main else ""
+    checkpoint_hash = file_sha256(common.base_model_file(args)) if loop.world.is_main else ""
 
     def save_lora(step: int) -> None:
         write_lora(lora_tensors(diffusion, loras, save_dtype), lora_path, diffusion.family,
-                   [d.component for d in data], args.checkpoint.name, checkpoint_hash,
+                   [d.component for d in data], common.base_model_file(args).name, checkpoint_hash,
                    args.rank, args.alpha, dict(loop.config, steps_done=step))
         common.plot_losses(loop.history, args.output_dir / "loss.png", f"{args.name}: loss per term")
     return save_lora

@@ -51,8 +51,7 @@ THUMBNAIL = 128
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, required=True, help="your SD1.5 or SDXL .safetensors checkpoint")
-    p.add_argument("--comfyui", type=Path, help="ComfyUI folder (default: $COMFYUI_PATH or the one this pack is in)")
+    common.add_base_model_args(p)
     p.add_argument("--name", default="osasis_style", help="file name of the style (OUTPUT_DIR/NAME.safetensors)")
     d = p.add_argument_group("images")
     d.add_argument("--style", type=Path, required=True, help="the one style image")
@@ -96,6 +95,7 @@ def parse_args(argv=None):
     common.add_common_args(p, steps=200, lr=1e-4, save_every=50, steps_help="iterations", grad_accum=False)
     args = p.parse_args(argv)
     common.check_common_args(p, args)
+    common.check_base_model_args(p, args)
     if not 0 < args.t0 <= 1:
         p.error(f"--t0 must be in (0, 1] (a fraction of the schedule); got {args.t0}")
     if not 0 < args.sdedit_strength <= 1:
@@ -173,7 +173,7 @@ class TrainResult:
 
 def style_file_writer(args, diffusion, lora: LoRASet, spn, images: Images, semantic: dict, loop: TrainingLoop):
     """save(step): the OSASIS style file as it stands after `step` iterations, and the loss curves."""
-    checkpoint_hash = file_sha256(args.checkpoint)
+    checkpoint_hash = file_sha256(common.base_model_file(args))
     thumbnails = {name: (resize_images(image, THUMBNAIL)[0].clamp(0, 1) * 255).round().to(torch.uint8)
                   for name, image in (("style", images.style), ("photo", images.photo))}
     dtype = torch.float16 if args.save_dtype == "fp16" else torch.float32
@@ -184,7 +184,7 @@ def style_file_writer(args, diffusion, lora: LoRASet, spn, images: Images, seman
             t0=args.t0, steps=args.ddim_steps, scheduler=args.scheduler, spn_weight=args.spn_weight,
             semantic=semantic, reference={"style": args.style.name, "style_sha256": file_sha256(args.style),
                                           "photo": images.photo_source},
-            thumbnails=thumbnails, base_checkpoint=args.checkpoint.name, base_checkpoint_sha256=checkpoint_hash,
+            thumbnails=thumbnails, base_checkpoint=common.base_model_file(args).name, base_checkpoint_sha256=checkpoint_hash,
             training=dict(loop.config, steps_done=step)), args.output_dir / f"{args.name}.safetensors")
         common.plot_losses(loop.history, args.output_dir / "loss.png", f"{args.name}: OSASIS losses per iteration")
     return save
@@ -221,7 +221,7 @@ def train(args) -> TrainResult:
     spn = StructurePreservingNetwork(diffusion.unet.latent_format.latent_channels).to(world.device)
     pool = ContentPool(diffusion, lora, args, invert)
     common.print_run_summary("OSASIS", args, {
-        "checkpoint": f"{args.checkpoint.name} ({diffusion.family})",
+        "base model": f"{common.base_model_file(args).name} ({diffusion.family})",
         "images": f"style {args.style.name}, photoreal counterpart from {images.photo_source['source']}",
         "content": f"{pool.describe()}, {args.batch_size} per iteration",
         "schedule": f"t0={args.t0}: {len(sigmas) - 1} of {args.ddim_steps} {args.scheduler} steps per iteration",

@@ -34,9 +34,8 @@ from .. import common
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, help="your SD1.5 or SDXL .safetensors checkpoint")
+    common.add_base_model_args(p)
     p.add_argument("--data", type=Path, help="JSONL manifest {image, caption, style} or a Style30K-style folder")
-    p.add_argument("--comfyui", type=Path, help="ComfyUI folder (default: $COMFYUI_PATH or the one this pack is in)")
     p.add_argument("--n-tokens", type=int, default=8, help="style tokens per image (paper: 8)")
     p.add_argument("--batch-size", type=int, default=8, help="images inverted together, each with its own tokens")
     p.add_argument("--resolution", type=int, default=512, help="training resolution in pixels")
@@ -58,8 +57,9 @@ def parse_args(argv=None):
             p.error(f"--to {args.to}: {e}")
         return args
     common.check_common_args(p, args)
-    if args.checkpoint is None or args.data is None:
-        p.error("--checkpoint and --data are required (unless --export)")
+    common.check_base_model_args(p, args)
+    if args.data is None:
+        p.error("--data is required (unless --export)")
     if args.n_tokens < 1 or args.batch_size < 1 or args.resolution < 64 or args.resolution % 8 or args.sample_steps < 0:
         p.error("--n-tokens and --batch-size must be at least 1, --resolution a multiple of 8 of at least 64, "
                 "--sample-steps at least 0")
@@ -151,7 +151,7 @@ def train(args) -> dict:
     done = read_index(args.output_dir) if (args.output_dir.is_dir() and not args.no_resume) else {}
     todo = [e for e in mine if e.id not in done]
     common.print_run_summary("Style tokens, stage 1: per-image inversion", args, {
-        "checkpoint": f"{args.checkpoint.name} ({diffusion.family}, {widths})",
+        "base model": f"{common.base_model_file(args).name} ({diffusion.family}, {widths})",
         "dataset": f"{len(dataset.examples)} images, {len(dataset.styles)} styles, {len(dataset.problems)} skipped",
         "this rank": f"{len(mine)} images, {len(mine) - len(todo)} already done",
         "precision": common.precision_summary(diffusion, precision)}, world)

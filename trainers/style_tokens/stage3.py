@@ -31,10 +31,9 @@ from ..training_loop import TrainingLoop
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, required=True, help="the SD1.5 or SDXL checkpoint of stages 1-2")
+    common.add_base_model_args(p)
     p.add_argument("--data", type=Path, required=True, help="manifest or Style30K-style folder")
     p.add_argument("--encoder", type=Path, required=True, help="the stage-2 style encoder to fine-tune")
-    p.add_argument("--comfyui", type=Path, help="ComfyUI folder (default: $COMFYUI_PATH or the one this pack is in)")
     p.add_argument("--resolution", type=int, default=512, help="VAE resolution of the training images")
     p.add_argument("--batch-size", type=int, default=8, help="images per step (per rank)")
     p.add_argument("--epochs", type=float, default=5, help="passes over the data (paper: 5)")
@@ -45,6 +44,7 @@ def parse_args(argv=None):
                            grad_accum=False)
     args = p.parse_args(argv)
     common.check_common_args(p, args, zero_steps_means="steps from --epochs")
+    common.check_base_model_args(p, args)
     if args.resolution < 64 or args.resolution % 8 or args.batch_size < 1 or args.sample_steps < 0:
         p.error("--resolution must be a multiple of 8 of at least 64, --batch-size at least 1, --sample-steps >= 0")
     return args
@@ -102,7 +102,7 @@ def train(args) -> None:
     examples = dataset.examples
     steps = args.steps or max(1, math.ceil(args.epochs * len(examples) / (args.batch_size * world.world_size)))
     common.print_run_summary("Style tokens, stage 3: joint fine-tuning", args, {
-        "checkpoint": f"{args.checkpoint.name} ({diffusion.family})", "encoder": args.encoder.name,
+        "base model": f"{common.base_model_file(args).name} ({diffusion.family})", "encoder": args.encoder.name,
         "data": f"{len(examples)} images, {len(dataset.styles)} styles", "steps": steps,
         "precision": common.precision_summary(diffusion, precision)}, world)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr)
