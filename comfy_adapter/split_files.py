@@ -63,11 +63,15 @@ def clip_type(family: families.ModelFamily):
 
 
 def load_vae(vae: str | Path):
-    """A VAE file, or one of ComfyUI's approximate VAEs by the name stock VAELoader lists (taef2, taef1, ...)."""
+    """A VAE file, or one of ComfyUI's approximate VAEs by the name stock VAELoader lists (taef2, taef1, ...), or by
+    that name's path in a vae_approx folder (`.../vae_approx/taef2`), whose folder is then added to ComfyUI's."""
     import comfy.sd
     import comfy.utils
     import folder_paths
     import nodes
+    if Path(vae).name in nodes.VAELoader.image_taes and Path(vae).parent != Path():
+        folder_paths.add_model_folder_path("vae_approx", str(Path(vae).parent.resolve()))
+        vae = Path(vae).name
     if str(vae) in nodes.VAELoader.image_taes:
         installed = folder_paths.get_filename_list("vae_approx")
         missing = [f"{vae}_{part}.safetensors" for part in ("encoder", "decoder")

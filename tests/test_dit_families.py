@@ -182,7 +182,8 @@ def test_stock_loaders_and_the_trainer_split_loader_agree(comfy_in_process, tiny
     free_models()
 
     diffusion = open_split_files(tiny_models_dir / "diffusion_models" / spec.diffusion_model,
-                                 [tiny_models_dir / "text_encoders" / spec.text_encoder], spec.vae,
+                                 [tiny_models_dir / "text_encoders" / spec.text_encoder],
+                                 tiny_models_dir / "vae_approx" / spec.vae,   # as a trainer's --vae names it
                                  torch.device("cpu"), weight_dtype=SPLIT_LOADER_DTYPE[family])
     assert diffusion.family == family
     assert diffusion.vae.latent_channels == expected.latent_channels
