@@ -159,7 +159,10 @@ def ensure_built(path: Path, recipe: dict, build) -> Path:
             return path
     started = time.perf_counter()
     build(path)
-    stamp_path.write_text(json.dumps(dict(recipe, sha256=file_sha256(path)), indent=1))
+    # A new file replaces the stamp rather than rewriting it: the host lane's bases hard-link the pinned one's.
+    stamp_tmp = stamp_path.with_name(stamp_path.name + ".tmp")
+    stamp_tmp.write_text(json.dumps(dict(recipe, sha256=file_sha256(path)), indent=1))
+    os.replace(stamp_tmp, stamp_path)
     print(f"[tiny_models] built {path} ({path.stat().st_size / 2**20:.1f} MiB) "
           f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return path
