@@ -106,6 +106,24 @@ def test_style_encoder_file_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*partial"))
 
 
+def test_a_qwen3_4b_head_is_one_more_head_in_format_1(tmp_path):
+    """The Klein encoder's head is keyed by Qwen3-4B's embedding key, 2560 wide; the file stays format 1."""
+    from safetensors import safe_open
+    encoder = build_style_encoder("klein", seed=5)
+    path = tmp_path / "enc.safetensors"
+    save_style_encoder(encoder, path)
+    with safe_open(str(path), framework="pt") as f:
+        metadata, names = f.metadata(), set(f.keys())
+    assert metadata["stylesmith.format_version"] == "1"
+    assert json.loads(metadata["stylesmith.heads"]) == {"qwen3_4b": 2560}
+    assert {"heads.qwen3_4b.weight", "heads.qwen3_4b.bias"} <= names
+    loaded = load_style_encoder(path)
+    with torch.no_grad():
+        tokens = loaded(torch.randn(2, 3, 64, 64))
+    assert set(tokens) == {"qwen3_4b"} and tokens["qwen3_4b"].shape == (2, 8, 2560)
+    assert 0.005 < tokens["qwen3_4b"].std() < 0.05, "tokens spread like the encoder's own token embeddings"
+
+
 def test_pickle_is_refused_without_being_unpickled(tmp_path):
     marker = tmp_path / "code-ran"
 
