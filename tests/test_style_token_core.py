@@ -10,7 +10,7 @@ from core.data.image_preprocess import Preprocess, preprocess
 from core.formats.safe_files import WeightFileError, read_safetensors
 from core.formats.style_encoder_file import load_style_encoder, save_style_encoder
 from core.style_tokens.tokens import StyleTokens
-from core.style_tokens.injection import SpecialTokens, chunk_words, inject_style
+from core.style_tokens.injection import SpecialTokens, chunk_words, inject_style, reference_placeholders
 from devkit.tiny_style_encoders import build_style_encoder
 
 SPECIAL = SpecialTokens(start=49406, end=49407, pad=49407)
@@ -72,6 +72,19 @@ def test_no_placeholder_appends_the_style_and_each_occurrence_is_replaced():
     assert [e[0] for e in appended[0][:3]] == [49406, 10, 11] and torch.equal(appended[0][10][0], style[7])
     twice, replaced = inject_style(prompt_chunks(PLACEHOLDER, [10], PLACEHOLDER), PLACEHOLDER, style, SPECIAL)
     assert replaced == 2 and sum(not isinstance(e[0], int) for e in twice[0]) == 16
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a cat in the style of sks, at night", ("a cat in the style of embedding:N, at night", 1)),
+    ("in the style of sks", ("in the style of embedding:N", 1)),
+    ("sks style\nsks", ("embedding:N style\nembedding:N", 2)),
+    ("(sks). sksfoo", ("( embedding:N ). sksfoo", 1)),
+    ("a cat", ("a cat embedding:N", 0)),
+    ("", ("embedding:N", 0)),
+])
+def test_llm_prompts_name_the_style_where_comfyui_reads_an_embedding(text, expected):
+    """Where ComfyUI's `embedding:` reading finds the reference: after whitespace, ended by whitespace or commas."""
+    assert reference_placeholders(text, "sks", "embedding:N") == expected
 
 
 def test_long_prompts_spill_into_a_second_chunk_like_comfyui():
