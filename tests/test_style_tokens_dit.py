@@ -126,7 +126,7 @@ def test_a_clip_l_head_on_klein_names_both_text_encoders(comfy_in_process):
 
 @pytest.mark.sdxl
 def test_a_qwen3_4b_head_on_an_sdxl_clip_names_both_text_encoders(comfy_in_process):
-    graph = style_graph("sdxl", PROMPTS[0], encoder=DEFAULT_STYLE_ENCODERS["klein"])
+    graph = style_graph("klein", PROMPTS[0])
     graph["1"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_CHECKPOINTS["sdxl"]}}
     graph["5"]["inputs"]["clip"] = ["1", 1]
     message = node_error(comfy_in_process, graph)
