@@ -135,3 +135,14 @@ def test_a_qwen3_4b_head_on_an_sdxl_clip_names_both_text_encoders(comfy_in_proce
                  "a style encoder with clip_g and clip_l heads (trained for SDXL)",
                  "or use the CLIP of Flux.2 Klein 4B or Z-Image."):
         assert part in message, message
+
+
+def test_the_callers_vectors_replace_the_loaded_ones_and_a_missing_placement_is_an_error():
+    from comfy_adapter.style_prompt import _own_vectors
+    style = torch.randn(2, 4, requires_grad=True)
+    loaded = style.detach().clone()
+    chunk = [(7, 1.0), (loaded[0], 1.0), (loaded[1], 1.0), (8, 1.0), (loaded[0], 1.0), (loaded[1], 1.0)]
+    (placed,) = _own_vectors([chunk], style, 2, "qwen3_4b")
+    assert [e[0] for e in placed[::3]] == [7, 8] and all(e[0].requires_grad for e in placed if torch.is_tensor(e[0]))
+    with pytest.raises(RuntimeError, match="placed the style tokens 2 times in the qwen3_4b prompt, not 3"):
+        _own_vectors([chunk], style, 3, "qwen3_4b")
