@@ -66,11 +66,6 @@ def check_model_family(what: str, family: str, model) -> None:
 
 
 # ---- text encoders -------------------------------------------------------------------------
-def tokenize(clip, text: str) -> dict[str, list]:
-    """ComfyUI's tokenisation with word ids: {"l": [[(token, weight, word_id), ...77], ...], ...}."""
-    return clip.tokenize(text, return_word_ids=True)
-
-
 def encode(clip, tokens: dict[str, list]) -> list:
     """Tokens -> CONDITIONING, exactly as ComfyUI's CLIPTextEncode encodes."""
     return clip.encode_from_tokens_scheduled(tokens)

@@ -176,14 +176,15 @@ def ensure_default_models(models_dir: Path, seed: int = DEFAULT_SEED, text_encod
     """
     from .tiny_loras import DEFAULT_LORAS, build_styleforge_lora
     from .tiny_osasis_styles import DEFAULT_OSASIS_STYLES, TRAINING, build_osasis_style
-    from .tiny_style_encoders import DEFAULT_STYLE_ENCODERS, build_style_encoder_file
+    from .tiny_style_encoders import BUILT_FOR, DEFAULT_STYLE_ENCODERS, build_style_encoder_file
     built = []
     for spec in DEFAULT_MODELS:
         recipe = {"builder": BUILDER_VERSION, "family": spec.family, "size": spec.size, "seed": seed,
                   "text_encoder_dtype": text_encoder_dtype}
         built.append(ensure_built(models_dir / "checkpoints" / spec.file_name, recipe,
                                   lambda p, s=spec: build_checkpoint(p, s.family, s.size, seed, text_encoder_dtype)))
-    for family, file_name in DEFAULT_STYLE_ENCODERS.items():
+    for family in BUILT_FOR:
+        file_name = DEFAULT_STYLE_ENCODERS[family]
         recipe = {"builder": BUILDER_VERSION, "family": family, "seed": seed}
         built.append(ensure_built(models_dir / "style_encoders" / file_name, recipe,
                                   lambda p, f=family: build_style_encoder_file(p, f, seed)))
