@@ -42,7 +42,8 @@ def in_domain_loss(encode: Encode, stylised_content, content, style, style_photo
 
 def reconstruction_loss(encode: Encode, reconstruction, style, lpips: Callable | None = None,
                         l1_weight: float = 10.0, lpips_weight: float = 10.0, clip_weight: float = 30.0) -> torch.Tensor:
-    loss = l1_weight * F.l1_loss(to_signed(reconstruction), to_signed(style)) + clip_weight * _one_minus_cos(encode(reconstruction), encode(style))
+    loss = (l1_weight * F.l1_loss(to_signed(reconstruction), to_signed(style))
+            + clip_weight * _one_minus_cos(encode(reconstruction), encode(style)))
     if lpips is not None:
         loss = loss + lpips_weight * lpips(reconstruction, style).mean()
     return loss
