@@ -1,4 +1,6 @@
 """OSASIS nodes (Cho et al.): structural encode, semantic encode, stylising decode, style loader."""
+import logging
+
 import torch
 
 from ..comfy_adapter import bridge
@@ -7,7 +9,7 @@ from ..comfy_adapter.families import family_of_clip, family_of_model
 from ..comfy_adapter.v3 import io
 from ..core.sampling.ddim import ddim_invert
 from ..core.families import display_name
-from ..core.osasis.decode import StructuralCode, osasis_decode
+from ..core.osasis.decode import StructuralCode, osasis_decode, schedule_difference
 from ..core.osasis.mixing import blend_contexts, level_of, style_weights
 from ..core.osasis.semantics import DEFAULT_PLACEHOLDER, DEFAULT_TEMPLATE, describe_code
 from .checks import (
@@ -196,9 +198,13 @@ class OsasisDecode(io.ComfyNode):
             if conditioning:
                 check_context(name, conditioning, model)
                 check_batch(name, conditioning, structure.code.shape[0])
-        spn, clean, timesteps = None, None, None
+        spn, clean, timesteps, warnings = None, None, None, []
         if osasis_style is not None:
             bridge.check_model_family("The OSASIS style is", osasis_style.family, model)
+            difference = schedule_difference(structure, osasis_style.t0, osasis_style.steps, osasis_style.scheduler)
+            if difference:
+                warnings.append(f"OSASIS Decode: {difference}")
+                logging.warning(warnings[-1])
             model, _ = bridge.apply_lora(model, None, osasis_style.lora, lora_strength, 0.0)
             spn = osasis_style.spn
             clean = bridge.latent_to_model_space(model, structure.clean)
@@ -216,7 +222,7 @@ class OsasisDecode(io.ComfyNode):
             structure.sigmas, positive, structure.code)
         require_finite_output("OSASIS Decode", samples, "the OSASIS style (LoRA or SPN), the MODEL, or z_content / "
                               "z_style / prompt")
-        return io.NodeOutput({"samples": samples.cpu()})
+        return io.NodeOutput({"samples": samples.cpu()}, ui={"text": warnings} if warnings else None)
 
 
 def mixed_model(model, style_context: torch.Tensor, content_context: torch.Tensor, mix: float, latent_size):

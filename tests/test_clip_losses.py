@@ -35,3 +35,12 @@ def test_reconstruction_is_zero_at_the_target_and_every_term_is_differentiable()
         output = torch.rand(1, 3, 8, 8, requires_grad=True)
         term(output).backward()
         assert output.grad is not None and output.grad.abs().sum() > 0
+
+
+def test_reconstruction_l1_is_on_the_authors_scale():
+    """The authors' images are in [-1, 1], ours in [0, 1]: a pixel 0.25 off in ours is 0.5 off in theirs, so
+    10·L1 of a uniform 0.25 difference is 5, not 2.5. The CLIP term is held at 0 (a constant embedding)."""
+    style = torch.full((1, 8, 8, 3), 0.5)
+    constant = lambda images: torch.ones(images.shape[0], 4)
+    assert reconstruction_loss(constant, style + 0.25, style).item() == 5.0
+    assert reconstruction_loss(constant, style + 0.25, style, l1_weight=1.0).item() == 0.5

@@ -196,6 +196,23 @@ def test_inception_file_round_trip_and_features_of_identical_images(tmp_path):
         load_inception(tmp_path / "absent.pth")
 
 
+
+def test_inception_features_are_torch_fidelitys_extractor_on_the_same_file(tmp_path):
+    """Ours (our reader, to_uint8, torchmetrics' wrapper) against torch-fidelity's own FeatureExtractorInceptionV3
+    given the same weights file and uint8 images made here by hand. The real weights file cannot be fetched
+    offline, so the file holds the seed-0 random weights of the same architecture."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    path = tmp_path / WEIGHTS_FILE
+    torch.save(random_inception_state(seed=0), path)
+    x = images(9, n=3, size=80)
+    reference = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+    by_hand = (x * 255).round().to(torch.uint8).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        expected = reference.eval()(by_hand)[0].double()
+    ours = load_inception(path)(x)
+    assert ours.shape == expected.shape == (3, 2048)
+    assert ((ours - expected).norm() / expected.norm()).item() <= 1e-5
+
 # ---- summary statistics -------------------------------------------------------------------------------------
 def test_mean_ci95_is_the_student_t_interval():
     from scipy import stats

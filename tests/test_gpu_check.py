@@ -50,3 +50,55 @@ def test_tiny_gpu_check_reports_every_run_and_fails_a_broken_one(tiny_models_dir
     assert not broken["ok"] and rows[BROKEN][1] == "FAILED"
     assert "non-finite loss" in broken["problems"]
     assert broken["workflows_run"] == 0, "a failed run's file must not go on to the workflows"
+
+
+def detector_run(tmp_path, probe: dict):
+    """A styleforge run as gpu_check records it after its trainer exited: finite losses, a finite LoRA file."""
+    import torch
+    from safetensors.torch import save_file
+    from benchmarks.gpu_check_trainers import TRAINERS, Run, Setting
+    out = tmp_path / "run"
+    out.mkdir(parents=True)
+    torch.save({"history": json.dumps({"loss": [[1, 0.5], [2, 0.4]]})}, out / "checkpoint.pt")
+    save_file({"lora_unet_x.lora_up.weight": torch.ones(2, 2)}, str(out / "styleforge.safetensors"))
+    return Run(TRAINERS["styleforge"], Setting("sd15", tmp_path / "base.safetensors", 64, 2, tmp_path / "enc.safetensors"),
+               "default", out, status="ran", probe={"optimiser_steps": 2, "weights_finite": True, **probe})
+
+
+def test_weights_that_did_not_move_fail_the_run(tmp_path):
+    from benchmarks.gpu_check_trainers import check_trainer_run
+    moved, still = detector_run(tmp_path / "a", {"smallest_max_change": 1e-6}), \
+        detector_run(tmp_path / "b", {"smallest_max_change": 0.0})
+    for run in (moved, still):
+        check_trainer_run(run)
+    assert moved.ok and moved.problems == [], moved.problems
+    assert not still.ok and still.problems == ["weights did not move"]
+
+
+class OneImageHost:
+    """An in-process host stand-in: the saved IMAGE is all zeros, plus 0.5 where the graph loads the LoRA at a
+    non-zero strength when `lora_changes_image`."""
+
+    def __init__(self, lora_changes_image: bool):
+        self.lora_changes_image = lora_changes_image
+
+    def run(self, graph, outputs_of):
+        import torch
+        image = torch.zeros(1, 8, 8, 3)
+        lora = [n["inputs"] for n in graph.values() if n["class_type"] == "StyleSmithStyleForgeLoraLoader"]
+        if self.lora_changes_image and lora and lora[0]["strength_model"] != 0:
+            image += 0.5
+        return {outputs_of[0]: [image]}
+
+
+def test_a_file_that_does_not_change_the_image_fails_the_run(tmp_path):
+    from benchmarks.gpu_check import run_workflows
+    from devkit.workflows import api_workflows
+    for changes in (True, False):
+        run = detector_run(tmp_path / str(changes), {"smallest_max_change": 1e-6})
+        passed = run_workflows(OneImageHost(lora_changes_image=changes), run, api_workflows())
+        if changes:
+            assert run.ok and passed == {"styleforge-sd15"} and run.image_change == 0.5, run.problems
+        else:
+            assert not run.ok and passed == set() and run.image_change == 0.0
+            assert run.problems == ["styleforge-sd15: the file does not change the image"]

@@ -115,6 +115,25 @@ def test_loader_shows_the_reference_and_the_training_schedule(sd15):
     assert "semantic code: style encoder stylesmith-tiny" in sd15["info"]
 
 
+def test_decode_warns_when_the_structure_was_not_made_on_the_styles_training_schedule(comfy_in_process, sd15, caplog):
+    """The tiny style was trained at t0 0.5 of 10 normal steps: a code made on 20 steps (or at t0 0.4) is decoded
+    through noise levels the style never learned, and the user is told how to match; on its own schedule, silence."""
+    execute = comfy_in_process.node_classes["StyleSmithOsasisDecode"].execute
+    settings = dict(model=sd15["model"], z_content=sd15["z_content"], mix=0.0, spn_weight=0.1, lora_strength=1.0,
+                    osasis_style=sd15["style"])
+    for made, warned in (((0.5, 10), False), ((0.5, 20), True), ((0.4, 10), True)):
+        caplog.clear()
+        with torch.inference_mode():
+            out = execute(structure=encode(comfy_in_process, sd15, unit_latent(3), t0=made[0], steps=made[1]),
+                          **settings)
+        said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "OSASIS Decode" in r.getMessage()]
+        assert bool(said) == warned, (made, said)
+        assert bool(out.ui and out.ui["text"]) == warned, (made, out.ui)
+        if warned:
+            assert f"made at t0={made[0]:g} of {made[1]} normal steps" in said[0]
+            assert "trained at t0=0.5 of 10 normal steps" in said[0] and "steps=10" in said[0]
+
+
 def test_mixing_and_prompt_steer_the_decode_and_inputs_stay_untouched(comfy_in_process, sd15):
     structure = encode(comfy_in_process, sd15, unit_latent(2), steps=20)
     code_before = structure.code.clone()

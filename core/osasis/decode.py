@@ -40,3 +40,17 @@ def osasis_decode(x: torch.Tensor, sigmas: torch.Tensor, eps, spn: StructurePres
             with torch.no_grad():
                 return add_structure(x_t, spn, clean, timesteps[i], spn_weight)
     return ddim_decode(x, sigmas, eps, callback, before_step)
+
+
+def schedule_difference(structure: StructuralCode, t0: float, steps: int, scheduler: str) -> str | None:
+    """Why decoding `structure` with a style trained on (t0, steps, scheduler) gives a weaker style, or None.
+
+    The style's LoRA and SPN learned the noise levels of their training schedule; a structural code made on
+    another schedule is decoded through levels they never saw, and the style comes out weaker."""
+    made, trained = (structure.t0, structure.steps, structure.scheduler), (t0, steps, scheduler)
+    if abs(made[0] - trained[0]) <= 1e-6 and made[1:] == trained[1:]:
+        return None
+    return (f"the structural code was made at t0={made[0]:g} of {made[1]} {made[2]} steps, but the OSASIS style was "
+            f"trained at t0={t0:g} of {steps} {scheduler} steps, so the style comes out weaker: set OSASIS Structural "
+            f"Encode to t0={t0:g}, steps={steps}, scheduler={scheduler} (Load OSASIS Style's info shows them), or keep "
+            f"yours knowingly.")

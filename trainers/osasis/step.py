@@ -7,6 +7,11 @@ Both branches start from codes the frozen model A inverted exactly to x_t0, and 
   at full weight, as the authors do; the x0 prediction must reconstruct the *style image* I_B^s. So the term
   teaches photo -> style: at iteration 0 (B = A, SPN zero) the branch reproduces I_A^s, and its loss is the
   distance from I_A^s to I_B^s.
+
+Like with like: the losses see the x0 predictions as `decode_latents(x0, loss_resolution)` makes them (the latent
+shrunk, then VAE-decoded), so every image they are compared with (I_A^c, I_A^s, I_B^s) goes the same way:
+VAE-encoded, then decoded by that same call (`loss_images`). At iteration 0 (B = A, zero SPN) the last x0
+prediction of a content code is then its own image, not the image plus the VAE's and the resize's differences.
 """
 from dataclasses import dataclass
 
@@ -25,7 +30,8 @@ STYLE_BRANCH_SPN_WEIGHT = 1.0   # the authors add the style branch's SPN output 
 
 @dataclass
 class Encoded:
-    """Per image, what the frozen model A fixes: the (resized) images, latents, UNet inputs of z_sem, x_t0."""
+    """Per image, what the frozen model A fixes: the images as the losses see them (`loss_images`), latents,
+    UNet inputs of z_sem, x_t0."""
     images: torch.Tensor
     clean: torch.Tensor
     inputs: list[dict]
@@ -49,7 +55,15 @@ def invert_all(diffusion, images: torch.Tensor, codes, sigmas, iterations: int, 
         for i in tqdm(range(latents.shape[0]), desc=desc, leave=False):
             out.append(ddim_invert(latents[i:i + 1], sigmas, lambda x, s, i=i: diffusion.eps(x, s, inputs[i]),
                                    iterations))
-    return Encoded(resize_images(images, loss_size).to(diffusion.device), latents, inputs, torch.cat(out))
+        seen = diffusion.decode_latents(latents, loss_size)
+    return Encoded(seen, latents, inputs, torch.cat(out))
+
+
+def loss_images(diffusion, images: torch.Tensor, size: int) -> torch.Tensor:
+    """IMAGE batch -> what the losses compare x0 predictions with: VAE-encoded, then decoded at `size` exactly
+    as the predictions are (`decode_latents`), so both sides carry the same VAE and resize differences."""
+    with torch.no_grad():
+        return diffusion.decode_latents(diffusion.encode_images(images), size)
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -71,8 +85,8 @@ class OsasisStep(nn.Module):
         super().__init__()
         self.lora, self.spn = lora, spn
         self.diffusion, self.encode, self.lpips, self.args = diffusion, encode, lpips, args
-        self.style = resize_images(style, args.loss_resolution).to(diffusion.device)   # I_B^s
-        self.photo = resize_images(photo, args.loss_resolution).to(diffusion.device)   # I_A^s
+        self.style = loss_images(diffusion, style, args.loss_resolution)   # I_B^s
+        self.photo = loss_images(diffusion, photo, args.loss_resolution)   # I_A^s
 
     def _decoded_x0(self, x, clean, inputs, sigma_a: float, sigma_b: float, timestep, spn_weight: float):
         x = add_structure(x, self.spn, clean, timestep, spn_weight)

@@ -12,6 +12,10 @@ the losses are computed on the x0 prediction (decoded by the VAE), the optimiser
 
     L = 1.0 cross-domain + 0.5 in-domain + reconstruction(style: 10 L1 + 30 CLIP [+ 10 LPIPS])
 
+on the authors' scale (L1 on images in [-1, 1], core/osasis/losses.py). LPIPS needs the lpips package
+(requirements.txt) and torchvision's VGG16 file in torch's cache; without them the start-up line and the run
+summary say the reconstruction term lacks LPIPS.
+
 The semantic code z_sem of each image is made as OSASIS Semantic Encode makes it: the style encoder's tokens in
 the template (--style-encoder), or the CLIP image embedding of a models/clip_vision file (--clip-vision). One
 prompt for every image would make every code the same, so one of the two is required. E, the CLIP image
@@ -32,6 +36,7 @@ from torch import nn
 
 from core.data.image_folder import load_image_file
 from core.lora.adapters import LoRASet
+from core.osasis.losses import to_signed
 from core.osasis.semantics import DEFAULT_PLACEHOLDER, DEFAULT_TEMPLATE, describe_code
 from core.formats.osasis_style_file import OsasisStyle, save_osasis_style
 from core.formats.safe_files import file_sha256
@@ -142,19 +147,18 @@ def load_images(diffusion, args) -> Images:
     return Images(style, *photoreal_counterpart(diffusion, style, args))
 
 
-VGG16_WEIGHTS = "vgg16-397923af.pth"   # what torchvision (and so the lpips package) loads
-
-
 def lpips_if_available():
-    """(LPIPS on IMAGE batches, why) when the lpips package and its VGG weights are here; (None, why) if not."""
+    """(LPIPS on IMAGE batches in [0, 1], state) with the lpips package and torchvision's VGG16 file from torch's
+    cache (never downloaded); (None, state) if either is missing, the state saying the reconstruction lacks it."""
+    from core.evaluation.metric_lpips import load_lpips
+    from core.evaluation.weights import MetricUnavailable
     try:
-        import lpips
-    except ImportError:
-        return None, "off: the lpips package is not installed"
-    if not (Path(torch.hub.get_dir()) / "checkpoints" / VGG16_WEIGHTS).is_file():
-        return None, f"off: no VGG16 weights ({VGG16_WEIGHTS}) in {torch.hub.get_dir()}/checkpoints"
-    metric = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False)
-    return (lambda a, b: metric.to(a.device)(a.permute(0, 3, 1, 2) * 2 - 1, b.permute(0, 3, 1, 2) * 2 - 1)), "on (VGG)"
+        metric = load_lpips("vgg").metric
+    except MetricUnavailable as missing:
+        return None, (f"off: the reconstruction term lacks LPIPS ({missing}); install the lpips package and put "
+                      f"torchvision's vgg16-397923af.pth in {torch.hub.get_dir()}/checkpoints")
+    return (lambda a, b: metric.to(a.device)(to_signed(a.permute(0, 3, 1, 2)), to_signed(b.permute(0, 3, 1, 2)))), \
+        "on (VGG16)"
 
 
 @dataclass
@@ -207,6 +211,8 @@ def train(args) -> TrainResult:
     diffusion, precision = common.open_base_model(args, world)
     code, encode = load_encoders(diffusion, args)
     lpips, lpips_state = lpips_if_available()
+    if lpips is None and world.is_main:
+        print(f"OSASIS: LPIPS {lpips_state}", flush=True)
     images = load_images(diffusion, args)
     from comfy_adapter.bridge import structure_sigmas
     sigmas = structure_sigmas(diffusion.model, args.scheduler, args.ddim_steps, args.t0).double()
