@@ -308,6 +308,10 @@ def files(tmp_path_factory, tiny_models_dir):
     (root / "styles").mkdir()
     for i in range(2):
         style_reference(64, seed=i).save(root / "styles" / f"s{i}____{i}.png")
+    (root / "tokens").mkdir()
+    (root / "tokens" / "index-r0.json").write_text(json.dumps({i: {"shard": "s", "row": 0} for i in "ab"}))
+    (root / "other-settings").mkdir()
+    torch.save({"config": json.dumps({"seed": 7}), "step": 1}, root / "other-settings" / "checkpoint.pt")
     encoder = tiny_models_dir / "style_encoders" / SD15_ENCODER
     rewritten(encoder, root / "nan-encoder.safetensors", tensor_edit="backbone.")
     rewritten(encoder, root / "bad-json-encoder.safetensors", metadata_edit={"stylesmith.preprocess": "{not json"})
@@ -370,6 +374,32 @@ TRAINER_CASES = {
         "style_tokens.stage3", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "styles"),
         "--encoder", str(f["root"] / "nan-encoder.safetensors"), "--output-dir", str(o)],
         "nan-encoder.safetensors: tensor backbone."),
+    "OSASIS: style image is a folder": (lambda f, o: osasis(f, o, "--style", str(f["root"] / "images")),
+                                        "The style image " + "{root}/images is a folder, not a file: pass the path of "
+                                        "an image file."),
+    "OSASIS: content folder is a file": (lambda f, o: osasis(f, o, "--content", str(f["root"] / "style.png")),
+                                         "The content images folder {root}/style.png is a file, not a folder: pass a "
+                                         "folder of images."),
+    "StyleForge: missing Aux folder": (lambda f, o: styleforge(f, o, "--aux", str(f["root"] / "nope")),
+                                       "Aux images of style folder {root}/nope does not exist: pass a folder of images."),
+    "StyleForge: StyleRef folder is a file": (lambda f, o: styleforge(f, o, "--styleref", str(f["root"] / "style.png")),
+                                              "folder {root}/style.png is a file, not a folder"),
+    "style tokens stage 1: data is an image": (lambda f, o: [
+        "style_tokens.stage1", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "style.png"),
+        "--output-dir", str(o)], "--data {root}/style.png is an image file: pass a folder of images, or a JSONL"),
+    "style tokens stage 1: empty data folder": (lambda f, o: [
+        "style_tokens.stage1", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "empty"),
+        "--output-dir", str(o)], "No usable example in {root}/empty"),
+    "style tokens stage 1: export of an unknown id": (lambda f, o: [
+        "style_tokens.stage1", "--output-dir", str(f["tokens"]), "--export", "nope", "--to", str(o / "x.safetensors")],
+        "--export 'nope': no image with this id has tokens in {root}/tokens (2 have; e.g. 'a', 'b')"),
+    "style tokens stage 1: export from an empty folder": (lambda f, o: [
+        "style_tokens.stage1", "--output-dir", str(f["root"] / "empty"), "--export", "a", "--to",
+        str(o / "x.safetensors")], "{root}/empty holds no stage-1 tokens (no index-r*.json): run stage 1"),
+    "StyleForge: checkpoint.pt from other settings": (lambda f, o: styleforge(
+        f, o, "--output-dir", str(f["other-settings"]), "--seed", "3"),
+        "checkpoint.pt was written by a run with other settings (--seed 7 there, 3 now). Pass --no-resume to start "
+        "over in this folder, or another --output-dir to keep that run."),
     "style tokens stage 3: resolution not a multiple of 8": (lambda f, o: [
         "style_tokens.stage3", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "images"),
         "--encoder", str(f["encoder"]), "--output-dir", str(o), "--resolution", "30"],
@@ -378,13 +408,19 @@ TRAINER_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(TRAINER_CASES))
-def test_trainer_names_the_problem_and_leaves_no_partial_file(case, files, tmp_path, capsys):
+def test_trainer_names_the_problem_in_one_line_with_status_2(case, files, tmp_path, capsys, monkeypatch):
+    """As argparse answers a bad command line: `<prog>: error: <message>`, exit status 2, no traceback."""
     import importlib
+    from trainers import cli
+    monkeypatch.delenv(cli.DEBUG_VARIABLE, raising=False)
     make, message = TRAINER_CASES[case]
     trainer, *argv = make(files, tmp_path / "out")
     module = importlib.import_module(f"trainers.{trainer}")
-    with pytest.raises((SystemExit, ValueError, FileNotFoundError)) as raised:
-        module.main(module.parse_args(argv))
-    text = capsys.readouterr().err if raised.type is SystemExit else str(raised.value)
-    assert message in text, text
+    try:
+        status = cli.run(module.main, module.parse_args, argv, locked_folder=lambda args: None)
+    except SystemExit as e:      # argparse's own errors
+        status = e.code
+    err = capsys.readouterr().err
+    assert status == 2 and message.format(root=files["root"]) in err, err
+    assert "Traceback" not in err and "error: " in err.splitlines()[-1]
     assert not list(tmp_path.rglob("*.partial")) and not list(tmp_path.rglob(".*.partial"))
