@@ -124,7 +124,7 @@ def saved_step(out) -> int:
     return torch.load(out / common.CHECKPOINT_NAME, weights_only=True)["step"]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_signal_finishes_the_step_checkpoints_it_and_resumes_bit_identically(signum, tmp_path):
     with pytest.raises(Stopped) as raised:
         toy_run(tmp_path / "stopped", 8, {4: signum})
