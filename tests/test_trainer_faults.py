@@ -253,3 +253,25 @@ def test_a_user_error_is_one_line_and_status_2_and_a_bug_keeps_its_traceback(tmp
     with pytest.raises(ZeroDivisionError):
         cli.run(*failing_trainer(ZeroDivisionError("a bug")), [tmp_path])
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+# Where shipped code may call a raw writer, and why it is safe there.
+RAW_WRITERS_ALLOWED = {
+    ("core/formats/safe_files.py", "save_file("): "write_safetensors_atomic hands it to atomic_files.save_atomic",
+    ("trainers/common.py", "torch.save("): "save_checkpoint hands it to atomic_files.write_atomic",
+    ("core/evaluation/metric_inception.py", "torch.save("): "a temporary copy for torchmetrics, not a user's file",
+    ("core/formats/atomic_files.py", "os.replace("): "the one rename",
+}
+
+
+def test_every_file_for_later_is_written_through_atomic_files():
+    """A new writer of checkpoints, LoRAs, styles, shards or embeddings that bypasses core/formats/atomic_files.py
+    would leave half a file on a full disk or a stop signal."""
+    found = set()
+    for folder in ("core", "trainers", "nodes", "comfy_adapter", "evaluation"):
+        for path in (REPO_ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            for call in ("save_file(", "torch.save(", "os.replace("):
+                if call in text:
+                    found.add((str(path.relative_to(REPO_ROOT)), call))
+    assert found == set(RAW_WRITERS_ALLOWED), sorted(found ^ set(RAW_WRITERS_ALLOWED))
