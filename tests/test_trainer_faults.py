@@ -234,6 +234,21 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(tmp_path, capsys)
 
 
 # ---- the command-line entry ------------------------------------------------------------------------------------
+LOADING = "import argparse, sys, time; from trainers import cli\n" \
+          "def main(args):\n    print('loading', flush=True); time.sleep(60)\n" \
+          "sys.exit(cli.run(main, lambda argv: argparse.Namespace(output_dir=sys.argv[1], debug=False), []))"
+
+
+def test_sigterm_before_the_steps_stops_at_once_with_143_and_frees_the_folder(tmp_path):
+    process = subprocess.Popen([sys.executable, "-c", LOADING, str(tmp_path)], cwd=REPO_ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline().strip() == "loading"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143 and "error: stopped at once by SIGTERM" in err and "Traceback" not in err, err
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
 def failing_trainer(error: Exception):
     def main(args):
         raise error

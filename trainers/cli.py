@@ -4,20 +4,22 @@
   disk) is printed as one line, `<prog>: error: <message>`, as argparse prints a bad command line, and the exit
   status is the error's (2 for a mistake, 1 for a full disk). Its traceback is shown only with --debug or
   STYLESMITH_DEBUG=1.
-- A stop signal (trainers/stop_signals.py) ends the run with its message and 128 + the signal number (130 for
-  Ctrl-C, 143 for SIGTERM), the shell's convention.
+- A stop signal (trainers/stop_signals.py, handled for the whole run) ends the run with its message and 128 + the
+  signal number (130 for Ctrl-C, 143 for SIGTERM), the shell's convention.
 - Any other exception is a bug: it keeps its traceback (exit status 1).
 - While the trainer runs, OUTPUT_DIR is locked (trainers/run_lock.py), so a second run on it refuses.
 """
 import os
 import sys
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
 from core.errors import UserError
 
 from .run_lock import run_lock
+from .stop_signals import handling_stop_signals
 
 DEBUG_VARIABLE = "STYLESMITH_DEBUG"
 
@@ -32,13 +34,10 @@ def run(main: Callable, parse_args: Callable, argv: list[str] | None = None,
     return the exit status."""
     args = parse_args(argv)
     prog = Path(sys.argv[0]).name if argv is None else "trainer"
+    folder = locked_folder(args) if int(os.environ.get("RANK", "0")) == 0 else None
     try:
-        folder = locked_folder(args) if int(os.environ.get("RANK", "0")) == 0 else None
-        if folder is None:
+        with handling_stop_signals(), (run_lock(folder) if folder is not None else nullcontext()):
             main(args)
-        else:
-            with run_lock(folder):
-                main(args)
     except UserError as e:
         if debugging(args):
             traceback.print_exc()
