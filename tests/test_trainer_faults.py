@@ -275,6 +275,7 @@ RAW_WRITERS_ALLOWED = {
     ("core/formats/safe_files.py", "save_file("): "write_safetensors_atomic hands it to atomic_files.save_atomic",
     ("trainers/common.py", "torch.save("): "save_checkpoint hands it to atomic_files.write_atomic",
     ("core/evaluation/metric_inception.py", "torch.save("): "a temporary copy for torchmetrics, not a user's file",
+    ("comfy_adapter/style_prompt.py", "save_file("): "a temporary embedding for ComfyUI's tokenizer, not a user's file",
     ("core/formats/atomic_files.py", "os.replace("): "the one rename",
 }
 
