@@ -232,7 +232,8 @@ def load_checkpoint(output_dir: Path, config: dict) -> dict | None:
     return state
 
 
-RESUMABLE_CHANGES = {"steps", "save_every", "output_dir", "no_resume", "device", "sample_steps", "workers", "debug"}  # no effect on training
+# settings with no effect on training: a resume may change them
+RESUMABLE_CHANGES = {"steps", "save_every", "output_dir", "no_resume", "device", "sample_steps", "workers", "debug"}
 
 
 def resume(args, config: dict, stateful: dict) -> tuple[int, dict]:

@@ -139,4 +139,5 @@ def no_space_message(path: Path, what: str, code: int, needed_bytes: int | None)
                f"({_size(free)} free on the disk): raise the limit")
     else:
         fix = f"it needs {_size(needed_bytes)} and {_size(free)} is free in {path.parent}: free some space"
-    return f"Could not write the {what} {path}: {NO_SPACE[code]} ({os.strerror(code)}); {kept}. {fix[0].upper()}{fix[1:]}."
+    return (f"Could not write the {what} {path}: {NO_SPACE[code]} ({os.strerror(code)}); {kept}. "
+            f"{fix[0].upper()}{fix[1:]}.")
