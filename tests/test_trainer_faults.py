@@ -1,6 +1,7 @@
 """Faults during training on the shared machinery: a full disk (for real, under `ulimit -f`), stop signals, two runs
 on one output folder, and user mistakes printed without a traceback. The real trainers under a stop signal and a
-full disk are in test_styleforge.py and test_style_token_training.py, their user mistakes in test_bad_inputs.py."""
+full disk are in test_styleforge.py, test_osasis_training.py and test_style_token_training.py, their user mistakes
+in test_trainer_mistakes.py."""
 import argparse
 import json
 import os
