@@ -4,17 +4,17 @@ Inside ComfyUI the pack is one package (custom_nodes/ComfyUI-StyleSmith), so cor
 trainers, benchmarks and tests run from the repository root, where `core` is a top-level package.
 """
 if "." in __package__:
-    from ..core import families
+    from ..core import errors, families
     from ..core.formats import checkpoint_family, safe_files, text_encoder_options
     from ..core.osasis import semantics as osasis_semantics
     from ..core.sampling import ddim, gradient_checkpointing
     from ..core.style_tokens import injection as token_injection
 else:
-    from core import families
+    from core import errors, families
     from core.formats import checkpoint_family, safe_files, text_encoder_options
     from core.osasis import semantics as osasis_semantics
     from core.sampling import ddim, gradient_checkpointing
     from core.style_tokens import injection as token_injection
 
-__all__ = ["checkpoint_family", "ddim", "families", "gradient_checkpointing", "osasis_semantics", "safe_files",
+__all__ = ["checkpoint_family", "ddim", "errors", "families", "gradient_checkpointing", "osasis_semantics", "safe_files",
            "text_encoder_options", "token_injection"]

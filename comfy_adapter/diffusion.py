@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .core_modules import checkpoint_family, ddim, gradient_checkpointing
+from .core_modules import checkpoint_family, ddim, errors, gradient_checkpointing
 from .families import family_of_model
 from .style_prompt import tokenize_with_style
 
@@ -23,7 +23,7 @@ class ComfyDiffusion:
         checkpoint_family.checkpoint_family(checkpoint)   # missing, pickled or not SD1.x / SDXL: a clear error before ComfyUI reads it
         model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(checkpoint), output_vae=True, output_clip=True)
         if clip is None or vae is None:
-            raise ValueError(f"{checkpoint.name} holds no text encoder or no VAE; training needs a full checkpoint.")
+            raise errors.UserValueError(f"{checkpoint.name} holds no text encoder or no VAE; training needs a full checkpoint.")
         self._take(model, clip, vae, device)
 
     @classmethod

@@ -1,5 +1,5 @@
 """Which registered model family (core/families.py) a loaded ComfyUI MODEL or CLIP belongs to."""
-from .core_modules import families
+from .core_modules import errors, families
 
 # Where ComfyUI's detected model configs record the width of the text context the denoiser reads: UNets
 # (SD1.x, SDXL) `context_dim`, Flux and Flux.2 `context_in_dim`, Lumina 2 / Z-Image `cap_feat_dim`.
@@ -19,7 +19,7 @@ def family_of_model(model_patcher) -> families.ModelFamily:
     width = context_width(config)
     family = families.family_of_comfy_config({cls.__name__ for cls in type(config).__mro__}, width)
     if family is None:
-        raise ValueError(f"ComfyUI detects this model as {type(config).__name__} (text context {width} wide); "
+        raise errors.UserValueError(f"ComfyUI detects this model as {type(config).__name__} (text context {width} wide); "
                          f"StyleSmith serves {families.SUPPORTED} models. Load an {families.ANY_SUPPORTED} model.")
     return family
 
@@ -33,7 +33,7 @@ def text_encoder_tokenizers(clip) -> dict[str, object]:
     for key in clip.tokenize(""):
         tokenizer = getattr(clip.tokenizer, key, None) or getattr(clip.tokenizer, f"clip_{key}", None)
         if not all(hasattr(tokenizer, a) for a in ("embedding_key", "embedding_size")):
-            raise ValueError(f"This CLIP has a text encoder '{key}' StyleSmith does not know; style tokens need an "
+            raise errors.UserValueError(f"This CLIP has a text encoder '{key}' StyleSmith does not know; style tokens need an "
                              f"{families.ANY_SUPPORTED} CLIP.")
         found[key] = tokenizer
     return found
@@ -54,7 +54,7 @@ def family_of_clip(clip) -> families.ModelFamily:
     if family is None:
         found = ", ".join(f"{k} {v}" for k, v in widths.items())
         types = ", ".join(f"{f.comfy_clip_type} for {f.display_name}" for f in families.SPLIT_FILES)
-        raise ValueError(f"This CLIP's text encoders ({found}, ComfyUI's {model_class.__name__}) are not those of an "
+        raise errors.UserValueError(f"This CLIP's text encoders ({found}, ComfyUI's {model_class.__name__}) are not those of an "
                          f"{families.ANY_SUPPORTED} model. Use the CLIP of an {families.ANY_SUPPORTED} model; a "
                          f"text-encoder file needs CLIPLoader's type of its family ({types}).")
     return family

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from .core_modules import errors
+
 PACK_ROOT = Path(__file__).resolve().parent.parent
 _configured = False
 
@@ -30,7 +32,7 @@ def locate_comfyui(explicit: Path | None = None) -> Path:
     found = find_comfyui(explicit)
     if found is not None:
         return found
-    raise FileNotFoundError("ComfyUI not found: pass --comfyui /path/to/ComfyUI, set COMFYUI_PATH, install this pack "
+    raise errors.UserFileNotFoundError("ComfyUI not found: pass --comfyui /path/to/ComfyUI, set COMFYUI_PATH, install this pack "
                             "in ComfyUI/custom_nodes, or run scripts/setup.sh.")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .core_modules import families, safe_files, text_encoder_options
+from .core_modules import errors, families, safe_files, text_encoder_options
 from .families import family_of_clip, family_of_model
 
 
@@ -37,11 +37,11 @@ def load_split_files(diffusion_model: Path, text_encoders: list[Path], vae: str 
                               clip_type=clip_type(family), model_options=options)
     clip_family = family_of_clip(clip)
     if clip_family is not family:
-        raise ValueError(f"{', '.join(p.name for p in paths)} loads as the text encoder of {clip_family.display_name}, "
+        raise errors.UserValueError(f"{', '.join(p.name for p in paths)} loads as the text encoder of {clip_family.display_name}, "
                          f"but {path.name} is {family.display_name}. Pass {family.display_name}'s text encoder.")
     loaded_vae = load_vae(vae)
     if loaded_vae.latent_channels != family.latent_channels:
-        raise ValueError(f"The VAE {vae} has {loaded_vae.latent_channels} latent channels, but {family.display_name} "
+        raise errors.UserValueError(f"The VAE {vae} has {loaded_vae.latent_channels} latent channels, but {family.display_name} "
                          f"latents have {family.latent_channels}. Pass {family.display_name}'s VAE.")
     return model, clip, loaded_vae
 
@@ -77,11 +77,11 @@ def load_vae(vae: str | Path):
         missing = [f"{vae}_{part}.safetensors" for part in ("encoder", "decoder")
                    if not any(name.startswith(f"{vae}_{part}.") for name in installed)]
         if missing:
-            raise FileNotFoundError(f"The approximate VAE {vae} needs {' and '.join(missing)} in ComfyUI's "
+            raise errors.UserFileNotFoundError(f"The approximate VAE {vae} needs {' and '.join(missing)} in ComfyUI's "
                                     f"models/vae_approx ({', '.join(folder_paths.get_folder_paths('vae_approx'))}).")
         return nodes.VAELoader().load_vae(str(vae))[0]
     if not Path(vae).is_file():
-        raise FileNotFoundError(f"The VAE {vae} is neither a file nor one of ComfyUI's approximate VAEs "
+        raise errors.UserFileNotFoundError(f"The VAE {vae} is neither a file nor one of ComfyUI's approximate VAEs "
                                 f"({', '.join(nodes.VAELoader.image_taes)}, read from models/vae_approx). Pass the "
                                 "path of the family's VAE file, or the name of its approximate VAE.")
     path = safe_files.check_safetensors_file(vae, "VAE")

@@ -1,7 +1,7 @@
 """The bad-input sweep: every node and trainer, each bad input a row; each error names the problem and the fix.
 
-Three tables: graphs queued on the real server (after them the server serves a good prompt), node calls
-on the in-process host, and trainer command lines (which leave no half-written file). Odd but valid
+Two tables: graphs queued on the real server (after them the server serves a good prompt) and node calls
+on the in-process host; the trainer command lines are in test_trainer_mistakes.py. Odd but valid
 images (RGBA, gray, 1 px, very large) are accepted, not refused.
 """
 import copy
@@ -15,6 +15,7 @@ import torch
 from devkit.tiny_loras import DEFAULT_LORAS
 from devkit.tiny_models import TINY_CHECKPOINTS
 from devkit.tiny_osasis_styles import DEFAULT_OSASIS_STYLES
+from devkit.spoiled_files import rewritten
 from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
 from devkit.workflows import api_workflows
 
@@ -117,20 +118,6 @@ SERVER_CASES = {
     "LoRA with malformed trigger metadata": (edit("styleforge-sd15", "2", lora_name="bad-json.safetensors"),
                                              "bad-json.safetensors: the LoRA's metadata cannot be read"),
 }
-
-
-def rewritten(source, target, tensor_edit=None, metadata_edit=None) -> None:
-    """Copy a safetensors file with one tensor or metadata entry spoiled."""
-    from safetensors.torch import load_file, save_file
-    from core.formats.safe_files import read_safetensors
-    _, metadata = read_safetensors(source, "test file")
-    tensors = load_file(str(source))
-    if tensor_edit:
-        prefix = tensor_edit
-        name = sorted(k for k in tensors if k.startswith(prefix) and tensors[k].is_floating_point())[0]
-        tensors[name] = tensors[name].clone()
-        tensors[name].view(-1)[0] = float("nan")
-    save_file(tensors, str(target), metadata=dict(metadata, **(metadata_edit or {})))
 
 
 @pytest.fixture(scope="module")
@@ -288,103 +275,3 @@ def test_odd_images_are_read_not_refused(kind, comfy_in_process, sd15):
     (z_sem, _), = call(comfy_in_process, "OsasisSemanticEncode", image=ODD_IMAGES[kind], clip=sd15["clip"],
                        style_encoder=sd15["encoder"], template="a picture in the style of sks", placeholder="sks")[0]
     assert z_sem.shape == (1, 77, 768)
-
-
-# ---- trainer command lines --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def files(tmp_path_factory, tiny_models_dir):
-    root = tmp_path_factory.mktemp("bad-trainer-input")
-    from devkit.example_inputs import content_image, style_reference
-    (root / "empty").mkdir()
-    (root / "empty" / "notes.txt").write_text("no images")
-    (root / "images").mkdir()
-    for i in range(2):
-        style_reference(64, seed=i).save(root / "images" / f"{i}.png")
-    style_reference(64).save(root / "style.png")
-    content_image(64).save(root / "content.png")
-    (root / "broken.png").write_bytes(b"not an image")
-    (root / "model.ckpt.safetensors").write_bytes(pickle.dumps({"state_dict": {}}))
-    (root / "a-file").write_text("not a folder")
-    (root / "styles").mkdir()
-    for i in range(2):
-        style_reference(64, seed=i).save(root / "styles" / f"s{i}____{i}.png")
-    encoder = tiny_models_dir / "style_encoders" / SD15_ENCODER
-    rewritten(encoder, root / "nan-encoder.safetensors", tensor_edit="backbone.")
-    rewritten(encoder, root / "bad-json-encoder.safetensors", metadata_edit={"stylesmith.preprocess": "{not json"})
-    return {"root": root, "checkpoint": tiny_models_dir / "checkpoints" / TINY_CHECKPOINTS["sd15"], "encoder": encoder}
-
-
-def styleforge(f, out, *extra):
-    return ["styleforge", "--checkpoint", str(f["checkpoint"]), "--styleref", str(f["root"] / "images"), "--aux",
-            str(f["root"] / "images"), "--output-dir", str(out), "--resolution", "64", "--steps", "1",
-            "--sample-steps", "0", *extra]
-
-
-def osasis(f, out, *extra):
-    return ["osasis.train", "--checkpoint", str(f["checkpoint"]), "--style", str(f["root"] / "style.png"), "--content",
-            str(f["root"] / "images"), "--style-encoder", str(f["encoder"]), "--output-dir", str(out),
-            "--resolution", "64", "--ddim-steps", "4", "--steps", "1", "--sampler-steps", "1",
-            "--sdedit-candidates", "1", *extra]
-
-
-TRAINER_CASES = {
-    "StyleForge: folder without images": (lambda f, o: styleforge(f, o, "--styleref", str(f["root"] / "empty")),
-                                          "has no usable image (no file ending in"),
-    "StyleForge: pickled checkpoint": (lambda f, o: styleforge(f, o, "--checkpoint", str(f["root"] / "model.ckpt.safetensors")),
-                                       "is not a readable safetensors file"),
-    "StyleForge: a style encoder as checkpoint": (lambda f, o: styleforge(f, o, "--checkpoint", str(f["encoder"])),
-                                                  "is not a checkpoint of a family StyleSmith serves (SD1.x and SDXL)"),
-    "StyleForge: missing checkpoint": (lambda f, o: styleforge(f, o, "--checkpoint", str(f["root"] / "nope.safetensors")),
-                                       "does not exist: pass the path of a .safetensors file"),
-    "StyleForge: resolution not a multiple of 8": (lambda f, o: styleforge(f, o, "--resolution", "30"),
-                                                   "--resolution must be a multiple of 8"),
-    "StyleForge: zero steps": (lambda f, o: styleforge(f, o, "--steps", "0"), "--steps must be at least 1"),
-    "OSASIS: t0 above one": (lambda f, o: osasis(f, o, "--t0", "1.5"), "--t0 must be in (0, 1]"),
-    "OSASIS: no semantic code": (lambda f, o: [a for a in osasis(f, o) if a not in (
-        "--style-encoder", str(f["encoder"]))], "OSASIS needs a semantic code z_sem for each image: pass --style-encoder"),
-    "OSASIS: missing style image": (lambda f, o: osasis(f, o, "--style", str(f["root"] / "nope.png")),
-                                    "does not exist: pass the path of an image file"),
-    "OSASIS: broken style image": (lambda f, o: osasis(f, o, "--style", str(f["root"] / "broken.png")),
-                                   "cannot be read as an image"),
-    "OSASIS: negative learning rate": (lambda f, o: osasis(f, o, "--lr", "-1"), "--lr must be positive"),
-    "style tokens stage 1: missing manifest": (lambda f, o: [
-        "style_tokens.stage1", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "nope.jsonl"),
-        "--output-dir", str(o)], "does not exist"),
-    "style tokens stage 2: holdout above one": (lambda f, o: [
-        "style_tokens.stage2", "--data", str(f["root"] / "images"), "--tokens", str(o), "--output-dir", str(o),
-        "--holdout", "2"], "--holdout must be between 0 and 1"),
-    "StyleForge: output dir is a file": (lambda f, o: styleforge(f, o, "--output-dir", str(f["root"] / "a-file")),
-                                         "is a file: give a folder"),
-    "OSASIS: output dir is a file": (lambda f, o: osasis(f, o, "--output-dir", str(f["root"] / "a-file")),
-                                     "is a file: give a folder"),
-    "OSASIS: style encoder with malformed metadata": (lambda f, o: osasis(
-        f, o, "--style-encoder", str(f["root"] / "bad-json-encoder.safetensors")),
-        "bad-json-encoder.safetensors: the style encoder's metadata cannot be read"),
-    "style tokens stage 1: output dir inside a file": (lambda f, o: [
-        "style_tokens.stage1", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "images"),
-        "--output-dir", str(f["root"] / "a-file" / "tokens")], "a-file is a file, not a folder"),
-    "style tokens stage 1: export name with a space": (lambda f, o: [
-        "style_tokens.stage1", "--output-dir", str(o), "--export", "img", "--to", str(o / "my style.safetensors")],
-        "is not a usable embedding name"),
-    "style tokens stage 3: style encoder holding NaN weights": (lambda f, o: [
-        "style_tokens.stage3", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "styles"),
-        "--encoder", str(f["root"] / "nan-encoder.safetensors"), "--output-dir", str(o)],
-        "nan-encoder.safetensors: tensor backbone."),
-    "style tokens stage 3: resolution not a multiple of 8": (lambda f, o: [
-        "style_tokens.stage3", "--checkpoint", str(f["checkpoint"]), "--data", str(f["root"] / "images"),
-        "--encoder", str(f["encoder"]), "--output-dir", str(o), "--resolution", "30"],
-        "--resolution must be a multiple of 8"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(TRAINER_CASES))
-def test_trainer_names_the_problem_and_leaves_no_partial_file(case, files, tmp_path, capsys):
-    import importlib
-    make, message = TRAINER_CASES[case]
-    trainer, *argv = make(files, tmp_path / "out")
-    module = importlib.import_module(f"trainers.{trainer}")
-    with pytest.raises((SystemExit, ValueError, FileNotFoundError)) as raised:
-        module.main(module.parse_args(argv))
-    text = capsys.readouterr().err if raised.type is SystemExit else str(raised.value)
-    assert message in text, text
-    assert not list(tmp_path.rglob("*.partial")) and not list(tmp_path.rglob(".*.partial"))

@@ -128,23 +128,52 @@ def test_the_decode_node_reproduces_the_trainers_stylised_latent(trained, osasis
     assert ((node_latent - ours).norm() / ours.norm()).item() <= 1e-4
 
 
-def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, osasis_images, encoder, tmp_path):
-    interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
+@pytest.fixture(scope="module")
+def uninterrupted_6_steps(tiny_checkpoint, osasis_images, encoder, tmp_path_factory):
+    """The style file of 6 iterations in one go, which every interrupted and resumed run must end with."""
+    straight = train(parse_args(argv(tiny_checkpoint("sd15"), osasis_images, encoder,
+                                     tmp_path_factory.mktemp("straight"), steps=6)))
+    straight.lora.detach()
+    return load_osasis_style(straight.style_path)
+
+
+def assert_resumes_to_the_uninterrupted_style(tiny_checkpoint, osasis_images, encoder, out, uninterrupted):
+    resumed = train(parse_args(argv(tiny_checkpoint("sd15"), osasis_images, encoder, out, steps=6)[:-1]
+                               + ["--save-every", "2"]))
+    resumed.lora.detach()
+    a, b = load_osasis_style(resumed.style_path), uninterrupted
+    assert a.lora.keys() == b.lora.keys()
+    assert max((a.lora[k] - b.lora[k]).abs().max().item() for k in a.lora) <= 1e-6
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.spn.state_dict().values(), b.spn.state_dict().values()))
+    assert not list(out.glob(".*partial"))
+
+
+def test_sigterm_checkpoints_the_finished_iteration_and_resumes_bit_identically(
+        tiny_checkpoint, osasis_images, encoder, uninterrupted_6_steps, tmp_path):
+    import signal
+    from devkit.processes import signal_when_written
+    stopped = tmp_path / "stopped"
+    command = [sys.executable, "-m", "trainers.osasis.train",
+               *argv(tiny_checkpoint("sd15"), osasis_images, encoder, stopped, steps=200)[:-1], "--save-every", "2"]
+    status = signal_when_written(command, stopped / "checkpoint.pt", signal.SIGTERM, tmp_path / "stderr.txt")
+    err = (tmp_path / "stderr.txt").read_text()
+    step = torch.load(stopped / "checkpoint.pt", weights_only=True)["step"]
+    assert status == 143 and 2 < step < 6, err
+    assert f"stopped by SIGTERM after step {step} of 200; the checkpoint of step {step} is in {stopped}" in err
+    assert load_osasis_style(stopped / "osasis_style.safetensors").training["steps_done"] == step
+    assert_resumes_to_the_uninterrupted_style(tiny_checkpoint, osasis_images, encoder, stopped, uninterrupted_6_steps)
+
+
+def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, osasis_images, encoder,
+                                                               uninterrupted_6_steps, tmp_path):
+    interrupted = tmp_path / "interrupted"
     command = [sys.executable, "-m", "trainers.osasis.train",
                *argv(tiny_checkpoint("sd15"), osasis_images, encoder, interrupted, steps=200)[:-1], "--save-every", "2"]
     kill_when_written(command, interrupted / "checkpoint.pt")
     saved = torch.load(interrupted / "checkpoint.pt", weights_only=True)["step"]
     assert 2 <= saved < 6
-    resumed = train(parse_args(argv(tiny_checkpoint("sd15"), osasis_images, encoder, interrupted, steps=6)[:-1]
-                               + ["--save-every", "2"]))
-    resumed.lora.detach()
-    uninterrupted = train(parse_args(argv(tiny_checkpoint("sd15"), osasis_images, encoder, straight, steps=6)))
-    uninterrupted.lora.detach()
-    a, b = load_osasis_style(resumed.style_path), load_osasis_style(uninterrupted.style_path)
-    assert a.lora.keys() == b.lora.keys()
-    assert max((a.lora[k] - b.lora[k]).abs().max().item() for k in a.lora) <= 1e-6
-    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.spn.state_dict().values(), b.spn.state_dict().values()))
-    assert not list(interrupted.glob(".*partial"))
+    assert_resumes_to_the_uninterrupted_style(tiny_checkpoint, osasis_images, encoder, interrupted,
+                                              uninterrupted_6_steps)
 
 
 def test_bad_training_input_names_the_problem(tiny_checkpoint, osasis_images, encoder, tmp_path, capsys):

@@ -181,20 +181,48 @@ def test_stage1_batched_equals_one_image_at_a_time(tiny_checkpoint, synthetic, t
     assert (batched["clip_l"] - alone["clip_l"]).abs().max() <= 1e-5
 
 
-def test_stage1_kill_and_resume_ends_with_the_uninterrupted_tokens(tiny_checkpoint, synthetic, tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted_tokens(tiny_checkpoint, synthetic, tmp_path_factory):
+    """(the folder, the tokens) of stage 1 in one go, which every interrupted and resumed run must end with."""
+    straight = tmp_path_factory.mktemp("straight")
+    stage1.train(stage1_args(tiny_checkpoint("sd15"), synthetic, straight, "--batch-size", "2", steps=3))
+    return straight, load_tokens(straight, [e.id for e in read_style_dataset(synthetic).examples])[0]
+
+
+def stage1_command(tiny_checkpoint, synthetic, out) -> list[str]:
+    return [sys.executable, "-m", "trainers.style_tokens.stage1", "--checkpoint", str(tiny_checkpoint("sd15")),
+            "--data", str(synthetic), "--output-dir", str(out), "--resolution", "64", "--steps", "3",
+            "--batch-size", "2", "--sample-steps", "0"]
+
+
+def test_stage1_ctrl_c_keeps_the_finished_batches_and_resumes_bit_identically(tiny_checkpoint, synthetic,
+                                                                              uninterrupted_tokens, tmp_path):
+    import signal
+    from devkit.processes import signal_when_written
+    stopped = tmp_path / "stopped"
+    command = stage1_command(tiny_checkpoint, synthetic, stopped)
+    status = signal_when_written(command, stopped / "index-r0.json", signal.SIGINT, tmp_path / "stderr.txt")
+    err = (tmp_path / "stderr.txt").read_text()
+    assert status == 130 and 2 <= len(read_index(stopped)) < 6, err
+    assert f"stopped by Ctrl-C (SIGINT); the finished batches are kept in {stopped}, the batch in progress (2 images) " \
+           "is dropped. Run the same command again to resume with it." in err and "Traceback" not in err
+    assert not list(stopped.glob(".*partial")) and not (stopped / ".stylesmith-run.lock").exists()
+    stage1.train(stage1.parse_args(command[3:]))
+    resumed, _ = load_tokens(stopped, [e.id for e in read_style_dataset(synthetic).examples])
+    assert (resumed["clip_l"] - uninterrupted_tokens[1]["clip_l"]).abs().max() <= 1e-6
+
+
+def test_stage1_kill_and_resume_ends_with_the_uninterrupted_tokens(tiny_checkpoint, synthetic, uninterrupted_tokens,
+                                                                   tmp_path):
     from devkit.processes import kill_when_written
-    interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
-    command = [sys.executable, "-m", "trainers.style_tokens.stage1", "--checkpoint", str(tiny_checkpoint("sd15")),
-               "--data", str(synthetic), "--output-dir", str(interrupted), "--resolution", "64", "--steps", "3",
-               "--batch-size", "2", "--sample-steps", "0"]
+    interrupted, (straight, uninterrupted) = tmp_path / "interrupted", uninterrupted_tokens
+    command = stage1_command(tiny_checkpoint, synthetic, interrupted)
     kill_when_written(command, interrupted / "index-r0.json")
     finished_before_kill = len(read_index(interrupted))
     assert 2 <= finished_before_kill < 6, "the kill must land between the first and the last batch"
     stage1.train(stage1.parse_args(command[3:]))
-    stage1.train(stage1_args(tiny_checkpoint("sd15"), synthetic, straight, "--batch-size", "2", steps=3))
     ids = [e.id for e in read_style_dataset(synthetic).examples]
     resumed, _ = load_tokens(interrupted, ids)
-    uninterrupted, _ = load_tokens(straight, ids)
     assert (resumed["clip_l"] - uninterrupted["clip_l"]).abs().max() <= 1e-6
     assert not list(interrupted.glob(".*partial"))
     curves, straight_curves = read_loss_curves(interrupted), read_loss_curves(straight)

@@ -2,6 +2,7 @@
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ from core.formats.lora_file import read_lora
 from devkit.example_inputs import content_image, style_reference
 from devkit.in_process import NodeExecutionError
 from devkit.paths import REPO_ROOT
-from devkit.processes import kill_when_written
+from devkit.processes import file_size_limit, kill_when_written, signal_when_written
 from devkit.workflows import api_workflows
 from trainers import common
 from trainers.styleforge import load_components, parse_args, train
@@ -193,8 +194,59 @@ def test_sdxl_lora_covers_both_text_encoders(tiny_checkpoint, image_sets, tmp_pa
     assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()]
 
 
-def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, image_sets, tmp_path, monkeypatch):
-    interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
+@pytest.fixture(scope="module")
+def uninterrupted_8_steps(tiny_checkpoint, image_sets, tmp_path_factory):
+    """The LoRA of 8 steps in one go, which every interrupted and resumed run must end with."""
+    result = train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, tmp_path_factory.mktemp("straight"), steps=8)))
+    for lora in result.loras.values():
+        lora.detach()
+    return read_lora(result.lora_path)[0]
+
+
+def resume_to_8_steps(tiny_checkpoint, image_sets, out, *extra):
+    resumed = train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, out, steps=8)[:-1] + ["--save-every", "2",
+                                                                                              *extra]))
+    for lora in resumed.loras.values():
+        lora.detach()
+    return read_lora(resumed.lora_path)[0]
+
+
+def assert_same_lora(a, b):
+    assert a.keys() == b.keys()
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-6
+
+
+def test_sigterm_checkpoints_the_finished_step_and_resumes_bit_identically(tiny_checkpoint, image_sets,
+                                                                          uninterrupted_8_steps, tmp_path):
+    signum, stopped = signal.SIGTERM, tmp_path / "stopped"
+    command = [sys.executable, "-m", "trainers.styleforge", *argv(tiny_checkpoint("sd15"), image_sets, stopped,
+                                                                  steps=200)[:-1], "--save-every", "2"]
+    status = signal_when_written(command, stopped / "checkpoint.pt", signum, tmp_path / "stderr.txt")
+    err = (tmp_path / "stderr.txt").read_text()
+    step = torch.load(stopped / "checkpoint.pt", weights_only=True)["step"]
+    assert status == 128 + signum and 2 < step < 8, err
+    assert f"stopped by {signal.Signals(signum).name} after step {step} of 200; the checkpoint of step {step} is in " \
+           f"{stopped}. Run the same command again to resume from step {step}." in err and "Traceback" not in err
+    assert not list(stopped.glob(".*partial")) and not (stopped / ".stylesmith-run.lock").exists()
+    assert_same_lora(resume_to_8_steps(tiny_checkpoint, image_sets, stopped), uninterrupted_8_steps)
+
+
+def test_a_full_disk_stops_with_the_file_and_the_space_needed(tiny_checkpoint, image_sets, tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "trainers.styleforge",
+                           *argv(tiny_checkpoint("sd15"), image_sets, out, steps=2)], cwd=REPO_ROOT, text=True,
+                          capture_output=True, preexec_fn=file_size_limit(1 << 20), timeout=600)
+    lora = parse_args(argv(tiny_checkpoint("sd15"), image_sets, out)).name
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"error: Could not write the LoRA {out / lora}.safetensors: the file is larger than this process may " \
+           "write (File too large)" in last and "The file-size limit (ulimit -f) is 1.0 MiB; it needs " in last, last
+    assert "Traceback" not in done.stderr and not list(out.glob(".*partial")) and not (out / f"{lora}.safetensors").exists()
+
+
+def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, image_sets, uninterrupted_8_steps,
+                                                               tmp_path, monkeypatch):
+    interrupted = tmp_path / "interrupted"
     command = [sys.executable, "-m", "trainers.styleforge", *argv(tiny_checkpoint("sd15"), image_sets, interrupted,
                                                                   steps=200)[:-1], "--save-every", "2"]
     kill_when_written(command, interrupted / "checkpoint.pt")
@@ -202,19 +254,9 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, i
     assert 2 <= saved_step < 8
     grids = []
     monkeypatch.setattr(common, "save_image_grid", lambda rows, path: grids.append(list(rows)))
-    resumed = train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, interrupted, steps=8)[:-1] +
-                               ["--save-every", "2", "--sample-steps", "1"]))
+    resumed = resume_to_8_steps(tiny_checkpoint, image_sets, interrupted, "--sample-steps", "1")
     assert grids == [["style without LoRA", "style with LoRA, step 8"]], "a resumed run's samples.png is whole"
-    monkeypatch.undo()
-    for lora in resumed.loras.values():
-        lora.detach()
-    uninterrupted = train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, straight, steps=8)))
-    for lora in uninterrupted.loras.values():
-        lora.detach()
-    a, _ = read_lora(resumed.lora_path)
-    b, _ = read_lora(uninterrupted.lora_path)
-    assert a.keys() == b.keys()
-    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-6
+    assert_same_lora(resumed, uninterrupted_8_steps)
     assert not list(interrupted.glob(".*partial"))
 
 

@@ -15,6 +15,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from core.errors import UserValueError
+from core.formats.atomic_files import write_atomic, write_text_atomic
+
 from . import precision as precisions
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -44,6 +47,8 @@ def add_common_args(p: argparse.ArgumentParser, steps: int, lr: float, save_ever
         g.add_argument("--save-every", type=int, default=save_every, help="write a resumable checkpoint every N steps")
     g.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT_DIR holds a checkpoint")
     g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    g.add_argument("--debug", action="store_true", help="show the Python traceback of an error (also: "
+                                                         "STYLESMITH_DEBUG=1); without it a mistake is one line")
 
 
 def add_base_model_args(p: argparse.ArgumentParser) -> None:
@@ -173,8 +178,8 @@ def print_run_summary(title: str, args, facts: dict, world: Distributed) -> None
         print(f"  {k:<{width}}  {v}")
     print("  settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "run_summary.json").write_text(json.dumps({"facts": {k: str(v) for k, v in rows.items()},
-                                                                  "settings": settings}, indent=1))
+    write_text_atomic(args.output_dir / "run_summary.json", "run summary",
+                      json.dumps({"facts": {k: str(v) for k, v in rows.items()}, "settings": settings}, indent=1))
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
@@ -192,13 +197,23 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def tensor_bytes(value) -> int:
+    """Bytes of the tensors in a nested state (dicts, lists, tuples): about the size of its torch.save file."""
+    if isinstance(value, torch.Tensor):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
+
+
 def save_checkpoint(output_dir: Path, state: dict) -> Path:
-    """torch.save to a temporary name, then an atomic rename: a kill leaves the old checkpoint whole."""
-    path = output_dir / CHECKPOINT_NAME
-    tmp = output_dir / f".{CHECKPOINT_NAME}.partial"
-    torch.save(dict(state, rng=rng_state()), tmp)
-    os.replace(tmp, path)
-    return path
+    """torch.save through core.formats.atomic_files: a kill, a stop signal or a full disk leaves the old
+    checkpoint whole."""
+    state = dict(state, rng=rng_state())
+    return write_atomic(output_dir / CHECKPOINT_NAME, "checkpoint", lambda f: torch.save(state, f),
+                        tensor_bytes(state) + (1 << 16))
 
 
 def load_checkpoint(output_dir: Path, config: dict) -> dict | None:
@@ -210,13 +225,15 @@ def load_checkpoint(output_dir: Path, config: dict) -> dict | None:
     saved = json.loads(state["config"])
     differing = sorted(k for k in config if k in saved and saved[k] != config[k] and k not in RESUMABLE_CHANGES)
     if differing:
-        raise ValueError(f"{path} was written by a run with different settings ({', '.join(differing)}); "
-                         "pass --no-resume to start over or use another --output-dir.")
+        shown = "; ".join(f"--{k.replace('_', '-')} {saved[k]} there, {config[k]} now" for k in differing)
+        raise UserValueError(f"{path} was written by a run with other settings ({shown}). Pass --no-resume to start "
+                             "over in this folder, or another --output-dir to keep that run.")
     set_rng_state(state["rng"])
     return state
 
 
-RESUMABLE_CHANGES = {"steps", "save_every", "output_dir", "no_resume", "device", "sample_steps", "workers"}  # no effect on training
+# settings with no effect on training: a resume may change them
+RESUMABLE_CHANGES = {"steps", "save_every", "output_dir", "no_resume", "device", "sample_steps", "workers", "debug"}
 
 
 def resume(args, config: dict, stateful: dict) -> tuple[int, dict]:

@@ -40,6 +40,7 @@ bit-identically, and N ranks with --batch-size B train what one rank with batch 
 import argparse
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,7 @@ from core.formats.lora_file import Component, write_lora
 from core.formats.safe_files import file_sha256
 from core.data.step_batches import StepPlan, StepSampler
 
-from . import common
+from . import cli, common
 from .training_loop import TrainingLoop
 
 UNET_TARGETS = r"transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))$"
@@ -378,4 +379,4 @@ def main(args) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(cli.run(main, parse_args))

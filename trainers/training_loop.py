@@ -3,6 +3,7 @@
 It owns what every trainer did by hand: resume from OUTPUT_DIR (bit-identical, see common.resume), tqdm,
 precision (autocast, fp16 loss scaling), gradient accumulation, data-parallel optimiser steps, the loss history,
 atomic checkpoints every --save-every steps and at the end, and step timing (OUTPUT_DIR/timing.json).
+A stop signal (trainers/stop_signals.py) ends the run after the step in progress, with a checkpoint of that step.
 """
 import json
 import statistics
@@ -13,8 +14,11 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from core.formats.atomic_files import DiskFullError, write_text_atomic
+
 from . import common
 from .precision import Precision
+from .stop_signals import RESUME_HINT, Stopped, finishing_steps, signal_name, stop_requested
 
 WARM_UP_STEPS = 2      # not timed: first-step allocations, cuDNN autotuning, lazy ComfyUI loading
 
@@ -31,6 +35,7 @@ class TrainingLoop:
         if precision.scaler.is_enabled():
             self.stateful["scaler"] = precision.scaler
         self.start, self.history = common.resume(args, self.config, self.stateful)
+        self.saved_step = self.start
 
     def backward(self, loss: torch.Tensor) -> None:
         self.precision.backward(loss)
@@ -67,29 +72,52 @@ class TrainingLoop:
         timings = []
         progress = tqdm(range(self.start, steps), initial=self.start, total=steps, desc=desc,
                         disable=not self.world.is_main)
-        for i in progress:
-            self._synchronise()
-            started = time.perf_counter()
-            parts = step(i)
-            self._synchronise()
-            timings.append(time.perf_counter() - started)
-            if self.schedule is not None:
-                self.schedule.step()
-            for name, value in parts.items():
-                self.history.setdefault(name, []).append((i + 1, value))
-            progress.set_postfix({name: f"{value:.4f}" for name, value in list(parts.items())[:3]})
-            if (i + 1) % self.args.save_every == 0 or i + 1 == steps:
-                self.save(i + 1, on_save)
+        with finishing_steps():
+            for i in progress:
+                self._synchronise()
+                started = time.perf_counter()
+                parts = step(i)
+                self._synchronise()
+                timings.append(time.perf_counter() - started)
+                if self.schedule is not None:
+                    self.schedule.step()
+                for name, value in parts.items():
+                    self.history.setdefault(name, []).append((i + 1, value))
+                progress.set_postfix({name: f"{value:.4f}" for name, value in list(parts.items())[:3]})
+                stop = self._stop_signal()
+                if (i + 1) % self.args.save_every == 0 or i + 1 == steps or stop:
+                    self.save(i + 1, on_save)
+                if stop:
+                    progress.close()
+                    raise Stopped(stop, f"stopped by {signal_name(stop)} after step {i + 1} of {steps}; the "
+                                        f"checkpoint of step {i + 1} is in {self.args.output_dir}. {RESUME_HINT} "
+                                        f"from step {i + 1}.")
         if self.world.is_main and timings:
             self._write_timing(timings)
         return self.history
 
     def save(self, step: int, on_save: Callable[[int], None] | None) -> None:
+        """The trainer's files, then the checkpoint. A full disk stops the run with what resuming will do."""
         if not self.world.is_main:
             return
-        if on_save is not None:
-            on_save(step)
-        common.save_training_state(self.args, self.config, self.stateful, step, self.history)
+        try:
+            if on_save is not None:
+                on_save(step)
+            common.save_training_state(self.args, self.config, self.stateful, step, self.history)
+        except DiskFullError as e:
+            kept = (f" The checkpoint of step {self.saved_step} is kept: once there is space, run the same command "
+                    f"again to resume from step {self.saved_step}." if self.saved_step else "")
+            raise DiskFullError(f"{e}{kept}") from e
+        self.saved_step = step
+
+    def _stop_signal(self) -> int | None:
+        """The stop signal any rank received during this step (each rank stops after the same step)."""
+        received = stop_requested() or 0
+        if self.world.world_size > 1:
+            flag = torch.tensor([received], device=self.world.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            received = int(flag.item())
+        return received or None
 
     def _synchronise(self) -> None:
         if self.world.device.type == "cuda":
@@ -102,4 +130,4 @@ class TrainingLoop:
                   "seconds_per_step": statistics.median(timed), "warm_up_steps": len(timings) - len(timed)}
         if self.world.device.type == "cuda":
             report["peak_gpu_gib"] = torch.cuda.max_memory_allocated(self.world.device) / 2**30
-        (self.args.output_dir / "timing.json").write_text(json.dumps(report, indent=1))
+        write_text_atomic(self.args.output_dir / "timing.json", "step timing", json.dumps(report, indent=1))

@@ -9,10 +9,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import UserError, expect_path
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A training set is missing, empty or unusable."""
 
 
@@ -47,9 +49,7 @@ def square_crop(image: Image.Image, resolution: int) -> np.ndarray:
 
 def load_image_file(path, resolution: int, what: str) -> torch.Tensor:
     """(1, resolution, resolution, 3): one image, any mode, centre-cropped square."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"The {what} {path} does not exist: pass the path of an image file.")
+    path = expect_path(path, "file", what, "pass the path of an image file", DatasetError)
     try:
         with Image.open(path) as image:
             return torch.from_numpy(square_crop(image, resolution))[None]
@@ -60,9 +60,7 @@ def load_image_file(path, resolution: int, what: str) -> torch.Tensor:
 def image_files(folder, what: str) -> list[Path]:
     """The readable image files of `folder`, sorted; only headers are read, so this is cheap for large folders.
     `what` names the set in errors and in the report of skipped files."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetError(f"The {what} folder {folder} does not exist: pass a folder of images.")
+    folder = expect_path(folder, "folder", f"{what} folder", "pass a folder of images", DatasetError)
     files, problems = [], []
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         try:

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .aspect_buckets import bucket_sizes, fit_to_bucket, nearest_bucket
+from ..errors import expect_path
 from .image_folder import IMAGE_SUFFIXES, DatasetError
 
 REPEAT_FOLDER = re.compile(r"^(\d+)_(.+)$")
@@ -65,9 +66,7 @@ def repeat_folders(folder: Path) -> list[tuple[Path, int]]:
 def read_training_folder(folder, resolution: int, what: str) -> list[ImageItem]:
     """Every readable image of the set with its caption, repeats and bucket; `what` names the set in errors.
     Unreadable files are skipped and reported together; a set without a usable image is an error."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetError(f"The {what} folder {folder} does not exist: pass a folder of images.")
+    folder = expect_path(folder, "folder", f"{what} folder", "pass a folder of images", DatasetError)
     buckets = bucket_sizes(resolution)
     items, problems = [], []
     for subfolder, repeats in repeat_folders(folder):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..errors import expect_path
 from .image_folder import IMAGE_SUFFIXES, DatasetError
 
 STYLE30K_SEPARATOR = "____"
@@ -81,11 +82,14 @@ def _validate(candidates: list[tuple[str, Path, str, str]], source: str) -> Styl
 
 
 def read_manifest(path) -> StyleDataset:
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"The manifest {path} does not exist: pass a JSONL file or a folder of images.")
+    path = expect_path(path, "file", "manifest", "pass a JSONL file or a folder of images", DatasetError)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"The manifest {path} is not UTF-8 text ({e}): pass a JSONL file (one {{image, caption, "
+                           "style}} object per line) or a folder of images.") from None
     candidates, problems = [], []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -105,9 +109,7 @@ def read_manifest(path) -> StyleDataset:
 
 
 def read_style30k_folder(folder) -> StyleDataset:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetError(f"The image folder {folder} does not exist.")
+    folder = expect_path(folder, "folder", "image folder", "pass a folder of images or a JSONL manifest", DatasetError)
     candidates = []
     for image in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         style = image.stem.split(STYLE30K_SEPARATOR)[0] if STYLE30K_SEPARATOR in image.stem else ""
@@ -120,4 +122,7 @@ def read_style30k_folder(folder) -> StyleDataset:
 def read_style_dataset(source) -> StyleDataset:
     """A manifest (.jsonl) or a Style30K-style folder; the problems found are in `.problems`."""
     source = Path(source)
+    if source.suffix.lower() in IMAGE_SUFFIXES and source.is_file():
+        raise DatasetError(f"--data {source} is an image file: pass a folder of images, or a JSONL manifest that "
+                           "lists them.")
     return read_style30k_folder(source) if source.is_dir() else read_manifest(source)

@@ -33,7 +33,7 @@ def save_embedding(vectors: dict[str, torch.Tensor], family: str, path) -> None:
     tensors = {SINGLE_TENSOR_KEY: vectors["clip_l"]} if set(vectors) == {"clip_l"} else dict(vectors)
     write_safetensors_atomic({k: v.float() for k, v in tensors.items()}, path,
                              {"stylesmith.format": "embedding", "stylesmith.format_version": "1",
-                              "stylesmith.family": family})
+                              "stylesmith.family": family}, "embedding")
 
 
 def read_embedding(path) -> dict[str, torch.Tensor]:

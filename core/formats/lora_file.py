@@ -54,7 +54,7 @@ def write_lora(tensors: dict[str, torch.Tensor], path, family: str, components: 
         "ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": str(alpha),
         "ss_base_model_version": spec.lora.kohya_base_version, "ss_output_name": Path(path).stem,
     }
-    write_safetensors_atomic(tensors, path, metadata)
+    write_safetensors_atomic(tensors, path, metadata, "LoRA")
 
 
 def family_from_tensors(tensors: dict[str, torch.Tensor]) -> str | None:

@@ -59,7 +59,7 @@ def save_osasis_style(style: OsasisStyle, path) -> None:
         "stylesmith.base_checkpoint_sha256": style.base_checkpoint_sha256,
         "stylesmith.training": json.dumps(style.training, sort_keys=True),
     }
-    write_safetensors_atomic(tensors, path, metadata)
+    write_safetensors_atomic(tensors, path, metadata, "OSASIS style")
 
 
 def load_osasis_style(path) -> OsasisStyle:

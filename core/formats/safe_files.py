@@ -4,6 +4,7 @@ A pickle (.pt/.ckpt/.bin) can run code when loaded, so it is refused before any 
 unpickled. Every StyleSmith loader goes through `read_safetensors`; where ComfyUI's own loader reads a
 file (a CLIP vision model), `check_safetensors_file` vets it first.
 """
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,11 +12,14 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from ..errors import UserError
+from .atomic_files import save_atomic
+
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # protocol-2+ pickle, and torch.save's zip container
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle"}
 
 
-class WeightFileError(ValueError):
+class WeightFileError(UserError, ValueError):
     """A weight file is missing, unsafe, corrupt or of the wrong kind."""
 
 
@@ -54,6 +58,9 @@ def corrupt_file_error(path: Path, what: str, cause: Exception) -> WeightFileErr
 
 def _refuse_missing_or_pickle(path, what: str) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise WeightFileError(f"The {what} file {path} is a folder, not a file: pass the path of the {what}'s "
+                              ".safetensors file.")
     if not path.is_file():
         raise WeightFileError(f"The {what} file {path} does not exist. Put it in the right models folder "
                               "(see docs/formats.md) and refresh the node list.")
@@ -97,24 +104,20 @@ def _safetensors_head(head: bytes) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 32
 
 
-def write_safetensors_atomic(tensors: dict, path, metadata: dict[str, str]) -> None:
-    """Write a safetensors file so that a crash never leaves a half-written file under `path`."""
+def write_safetensors_atomic(tensors: dict, path, metadata: dict[str, str], what: str = "weight file") -> None:
+    """Write a safetensors file so that a crash or a full disk never leaves a half-written file under `path`
+    (core/formats/atomic_files.py); `what` names the file in the error when space runs out."""
     from safetensors.torch import save_file
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    header = len(json.dumps(metadata)) + 200 * len(tensors)   # about: names, dtypes, shapes and offsets per tensor
+    save_atomic(path, what, lambda tmp: save_file(tensors, tmp, metadata=metadata),
+                sum(t.nbytes for t in tensors.values()) + header)
 
 
 def copy_atomic(source, path) -> None:
     """Copy a file so that `path` is either absent, the old file or the whole new one, never half of it."""
     import shutil
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, path)
+    save_atomic(path, "copy", lambda tmp: shutil.copyfile(source, tmp), os.path.getsize(source))
 
 
 def file_sha256(path) -> str:

@@ -42,7 +42,7 @@ def save_style_encoder(encoder: StyleEncoder, path) -> None:
     }
     tensors = {f"backbone.{k}": v for k, v in encoder.backbone.state_dict().items()}
     tensors.update({f"heads.{k}": v for k, v in encoder.heads.state_dict().items()})
-    write_safetensors_atomic(tensors, path, metadata)
+    write_safetensors_atomic(tensors, path, metadata, "style encoder")
 
 
 def read_config(metadata: dict, path: Path) -> StyleEncoderConfig:

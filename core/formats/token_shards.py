@@ -13,11 +13,12 @@ Each rank writes its own files; `read_index` and `read_loss_curves` merge them, 
 reader.
 """
 import json
-import os
 from pathlib import Path
 
 import torch
 
+from ..errors import expect_path
+from .atomic_files import write_text_atomic
 from .safe_files import WeightFileError, read_safetensors, reading_metadata, write_safetensors_atomic
 
 FORMAT = "style_token_shard"
@@ -31,7 +32,8 @@ def write_shard(folder: Path, rank: int, number: int, tokens: dict[str, torch.Te
     folder = Path(folder)
     shard = f"tokens-r{rank}-{number:05d}.safetensors"
     write_safetensors_atomic(tokens, folder / shard, {"stylesmith.format": FORMAT,
-                                                      "stylesmith.format_version": FORMAT_VERSION, **metadata})
+                                                      "stylesmith.format_version": FORMAT_VERSION, **metadata},
+                             "stage-1 token shard")
     _update_json(folder / f"losses-r{rank}.json", "stage-1 loss curves", {shard: loss_curve})
     _update_json(folder / f"index-r{rank}.json", "stage-1 token index",
                  {image_id: dict(record, shard=shard, row=row) for row, (image_id, record) in enumerate(records.items())})
@@ -46,9 +48,7 @@ def _update_json(path: Path, what: str, entries: dict) -> None:
     """Add `entries` to the JSON object at `path`, atomically: a kill leaves the old file or the new one."""
     content = _read_json(path, what) if path.is_file() else {}
     content.update(entries)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(content, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, what, json.dumps(content, indent=1))
 
 
 def _merged(folder, pattern: str, what: str) -> dict:
@@ -69,7 +69,8 @@ def read_loss_curves(folder) -> dict[str, list[float]]:
 
 def load_tokens(folder, ids: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tokens of `ids` in that order as {text encoder: (len(ids), n_tokens, width)}, and the shards' metadata."""
-    folder = Path(folder)
+    folder = expect_path(folder, "folder", "stage-1 token folder", "pass the --output-dir of a stage-1 run",
+                         WeightFileError)
     index = read_index(folder)
     missing = [i for i in ids if i not in index]
     if missing:

@@ -28,6 +28,7 @@ encoder of the losses, is --loss-encoder, else --clip-vision, else the style enc
         --clip-vision models/clip_vision/clip_vit_l.safetensors --output-dir out/
 """
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from core.formats.osasis_style_file import OsasisStyle, save_osasis_style
 from core.formats.safe_files import file_sha256
 from core.osasis.spn import StructurePreservingNetwork
 
-from .. import common
+from .. import cli, common
 from .content import NEGATIVE, ContentPool
 from .encoders import load_encoders, loss_encoder_description
 from .step import Encoded, OsasisStep, invert_all, resize_images, reverse_iteration, stylise
@@ -260,4 +261,4 @@ def main(args) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(cli.run(main, parse_args))

@@ -16,12 +16,15 @@ import argparse
 import hashlib
 import json
 import resource
+import sys
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from core.errors import UserValueError, expect_path
+from core.formats.atomic_files import DiskFullError, write_text_atomic
 from core.formats.embedding_file import check_embedding_name, save_embedding
 from core.data import image_stream
 from core.data.style_dataset import read_style_dataset
@@ -29,7 +32,8 @@ from core.formats.token_shards import load_tokens, read_index, read_loss_curves,
 
 from comfy_adapter.diffusion import encode_prompt_with_style
 from comfy_adapter.families import text_encoder_widths
-from .. import common
+from .. import cli, common
+from ..stop_signals import RESUME_HINT, Stopped, finishing_steps, signal_name, stop_requested
 
 
 def parse_args(argv=None):
@@ -95,6 +99,10 @@ def invert_batch(diffusion, precision, latents, captions, ids, args, widths) -> 
     optimizer = torch.optim.AdamW(tokens.values(), lr=args.lr, weight_decay=0.0)
     history = []
     for step in range(args.steps):
+        if stop_requested():
+            raise Stopped(stop_requested(), f"stopped by {signal_name(stop_requested())}; the finished batches "
+                                            f"are kept in {args.output_dir}, the batch in progress ({len(ids)} "
+                                            f"images) is dropped. {RESUME_HINT} with it.")
         generators = [torch.Generator().manual_seed(stable_seed(args.seed, f"{i}/{step}")) for i in ids]
         with precision.autocast():
             losses = batch_loss(diffusion, latents, captions, tokens, args.placeholder, generators)
@@ -131,9 +139,15 @@ def plot_loss_curves(output_dir: Path) -> None:
 
 
 def export(args) -> None:
+    expect_path(args.output_dir, "folder", "stage-1 output folder", "pass the --output-dir of a stage-1 run")
     index = read_index(args.output_dir)
+    if not index:
+        raise UserValueError(f"{args.output_dir} holds no stage-1 tokens (no index-r*.json): run stage 1 with this "
+                             "--output-dir first.")
     if args.export not in index:
-        raise KeyError(f"{args.export!r} has no tokens in {args.output_dir}; known ids include {sorted(index)[:5]}")
+        known = ", ".join(repr(i) for i in sorted(index)[:5]) + (", ..." if len(index) > 5 else "")
+        raise UserValueError(f"--export {args.export!r}: no image with this id has tokens in {args.output_dir} "
+                             f"({len(index)} have; e.g. {known}).")
     tokens, metadata = load_tokens(args.output_dir, [args.export])
     save_embedding({k: v[0] for k, v in tokens.items()}, metadata.get("stylesmith.family", ""), args.to)
     print(f"wrote {args.to}: use it as embedding:{args.to.stem}")
@@ -160,19 +174,8 @@ def train(args) -> dict:
     batches = [todo[i:i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
     started = time.perf_counter()
     images = image_stream.image_batches([e.image for e in todo], args.resolution, args.batch_size, args.workers)
-    for batch, pixels in tqdm(zip(batches, images), total=len(batches), desc=f"stage 1 (rank {world.rank})",
-                              disable=not batches):
-        latents = diffusion.encode_images(pixels)
-        ids = [e.id for e in batch]
-        tokens, history = invert_batch(diffusion, precision, latents, [e.caption for e in batch], ids, args, widths)
-        write_shard(args.output_dir, world.rank, shard_number, tokens,
-                    {e.id: {"style": e.style, "caption": e.caption} for e in batch},
-                    {"stylesmith.family": diffusion.family, "stylesmith.n_tokens": str(args.n_tokens),
-                     "stylesmith.steps": str(args.steps), "stylesmith.dataset_fingerprint": dataset.fingerprint()},
-                    loss_curve=history)
-        shard_number += 1
-        if world.is_main:
-            plot_loss_curves(args.output_dir)
+    with finishing_steps():
+        invert_all(diffusion, precision, dataset, batches, images, shard_number, args, widths, world)
     seconds = time.perf_counter() - started
     world.barrier()
     if world.is_main and args.sample_steps and batches:
@@ -180,11 +183,32 @@ def train(args) -> dict:
         shown = [e for e in dataset.examples if e.id in index][:4]   # the same images, however often it resumed
         tokens, _ = load_tokens(args.output_dir, [e.id for e in shown])
         write_samples(diffusion, shown, tokens, args)
-    (args.output_dir / f"throughput-r{world.rank}.json").write_text(json.dumps({
+    write_text_atomic(args.output_dir / f"throughput-r{world.rank}.json", "throughput", json.dumps({
         "images": len(todo), "seconds": seconds, "images_per_minute": 60 * len(todo) / max(seconds, 1e-9),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     world.close()
     return read_index(args.output_dir)
+
+
+def invert_all(diffusion, precision, dataset, batches, images, shard_number: int, args, widths, world) -> None:
+    """Invert each batch and write it as the rank's next shard; a stop signal drops the batch in progress."""
+    for batch, pixels in tqdm(zip(batches, images), total=len(batches), desc=f"stage 1 (rank {world.rank})",
+                              disable=not batches):
+        latents = diffusion.encode_images(pixels)
+        ids = [e.id for e in batch]
+        tokens, history = invert_batch(diffusion, precision, latents, [e.caption for e in batch], ids, args, widths)
+        try:
+            write_shard(args.output_dir, world.rank, shard_number, tokens,
+                        {e.id: {"style": e.style, "caption": e.caption} for e in batch},
+                        {"stylesmith.family": diffusion.family, "stylesmith.n_tokens": str(args.n_tokens),
+                         "stylesmith.steps": str(args.steps), "stylesmith.dataset_fingerprint": dataset.fingerprint()},
+                        loss_curve=history)
+        except DiskFullError as e:
+            raise DiskFullError(f"{e} The finished batches are kept: once there is space, run the same command "
+                                "again to resume with this batch.") from e
+        shard_number += 1
+        if world.is_main:
+            plot_loss_curves(args.output_dir)
 
 
 def main(args) -> None:
@@ -192,4 +216,4 @@ def main(args) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(cli.run(main, parse_args, locked_folder=lambda args: None if args.export else args.output_dir))

@@ -15,6 +15,7 @@ embedding_map.png (PCA of held-out features by style) and metrics.json.
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -24,10 +25,11 @@ from core.data.image_preprocess import Preprocess, preprocess
 from core.data.image_stream import image_batches, indexed_batches
 from core.data.style_dataset import read_style_dataset
 from core.style_tokens.encoder import StyleEncoder, StyleEncoderConfig
+from core.formats.atomic_files import write_text_atomic
 from core.formats.style_encoder_file import save_style_encoder
 from core.formats.token_shards import load_tokens
 
-from .. import common
+from .. import cli, common
 from ..precision import Precision
 from ..training_loop import TrainingLoop
 
@@ -167,7 +169,7 @@ def write_results(encoder: StyleEncoder, args, dataset, train_set, held_out, tar
     metrics = {"held_out_mse": token_mse(held_predicted, held_targets).item(),
                "mean_token_baseline_mse": token_mse(baseline, held_targets).item(),
                "train_images": len(train_set), "held_out_images": len(held_out), "steps": steps}
-    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_text_atomic(args.output_dir / "metrics.json", "metrics", json.dumps(metrics, indent=1))
     encoder.config.training = {"stage": 2, "steps": steps, "dataset_fingerprint": dataset.fingerprint(),
                                "contrastive_weight": args.contrastive_weight, **metrics}
     save_style_encoder(encoder.cpu(), args.output_dir / "style_encoder.safetensors")
@@ -240,4 +242,4 @@ def main(args) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(cli.run(main, parse_args))

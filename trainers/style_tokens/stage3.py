@@ -13,6 +13,7 @@ embedding_map.png and samples.png (reference images beside images generated from
 """
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from core.style_tokens.injection import check_widths
 
 from comfy_adapter.diffusion import encode_prompt_with_style
 from comfy_adapter.families import text_encoder_widths
-from .. import common
+from .. import cli, common
 from ..training_loop import TrainingLoop
 
 
@@ -138,4 +139,4 @@ def main(args) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(cli.run(main, parse_args))
