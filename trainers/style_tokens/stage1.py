@@ -27,6 +27,7 @@ from core.data import image_stream
 from core.data.style_dataset import read_style_dataset
 from core.formats.token_shards import load_tokens, read_index, read_loss_curves, write_shard
 
+from comfy_adapter.batch_conditioning import encode_prompts_with_style
 from comfy_adapter.diffusion import encode_prompt_with_style
 from comfy_adapter.families import text_encoder_widths
 from .. import common
@@ -79,10 +80,10 @@ def init_tokens(ids: list[str], widths: dict[str, int], n_tokens: int, std: floa
 
 def batch_loss(diffusion, latents: torch.Tensor, captions: list[str], tokens: dict, placeholder: str,
                generators: list[torch.Generator]) -> torch.Tensor:
-    """Each image's loss (N,): its caption encoded with its own tokens, then one UNet pass for the whole batch."""
-    encoded = [encode_prompt_with_style(diffusion, caption, {k: v[i] for k, v in tokens.items()}, placeholder)
-               for i, caption in enumerate(captions)]
-    cond, pooled = (torch.cat(parts) for parts in zip(*encoded))
+    """Each image's loss (N,), equal to its one-image loss: one text-encoder pass encodes every caption with its own
+    tokens (captions of any length, in 77-token chunks as ComfyUI encodes them; rows of different lengths are joined
+    as ComfyUI batches them), then one UNet pass for the whole batch."""
+    cond, pooled = encode_prompts_with_style(diffusion, captions, tokens, placeholder)
     return diffusion.epsilon_losses(latents, cond, pooled, generators)
 
 
