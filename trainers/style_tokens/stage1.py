@@ -4,7 +4,9 @@ Each image i gets its own tokens V_i (n_tokens x width per text encoder, init N(
 else is frozen. V_i replaces the placeholder of the image's caption at the text encoder's input (the
 same injection as the nodes) and is fitted with the standard eps-prediction loss on the image's VAE
 latents, t uniform:   min_V  E_{t, eps} || eps - eps_theta(z_t, t, TE(caption[sks -> V_i])) ||^2
-Images go in batches, each with its own V_i (AdamW, lr 1e-3, 200 steps, batch 8, 512 px by default).
+Images go in batches, each with its own V_i (AdamW, lr 1e-3, 200 steps, batch 8, 512 px by default): one
+text-encoder pass and one UNet pass per batch. Captions may run past the text encoder's 77 tokens: they are encoded
+in 77-token chunks, as ComfyUI encodes the prompt when sampling (the authors truncate at 77).
 Finished batches are written as token shards + index (core/formats/token_shards.py), so a resumed run skips
 them. Under torchrun each rank takes the disjoint slice examples[rank::world_size].
 
