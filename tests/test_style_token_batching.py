@@ -72,6 +72,31 @@ def test_batch_loss_rows_are_the_one_image_losses_for_long_and_short_captions(di
     assert abs(other_tail.item() - alone[0].item()) > 1e-6 * alone[0].item(), "words past token 77 condition the UNet"
 
 
+def test_stages_1_and_3_run_the_text_encoder_and_the_unet_once_per_batch(diffusion):
+    """Three images of three chunk counts: each text encoder and the UNet run once, for stage 1 and for stage 3."""
+    from comfy.sd1_clip import ClipTokenWeightEncoder
+    from core.data.image_preprocess import preprocess
+    from devkit.tiny_style_encoders import build_style_encoder
+    from trainers.style_tokens import stage3
+    counted = [diffusion.unet_module] + [m for m in diffusion.text_encoder_module.modules()
+                                         if isinstance(m, ClipTokenWeightEncoder)]
+    calls = [0] * len(counted)
+    handles = [m.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1)) for i, m in enumerate(counted)]
+    texts, latents = [LONG, SHORT, LONG + " " + LONG], latents_for(3)
+    encoder = build_style_encoder(diffusion.family, seed=0).eval()
+    pixels = preprocess(torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(0)), encoder.config.preprocess)
+    try:
+        with torch.no_grad():
+            stage1.batch_loss(diffusion, latents, texts, tokens_for(diffusion, 3), "sks", generators([1, 2, 3]))
+            after_stage1 = list(calls)
+            stage3.style_loss(diffusion, encoder, pixels, latents, texts, "sks", torch.Generator().manual_seed(0))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(counted) == {"sd15": 2, "sdxl": 3}[diffusion.family]
+    assert after_stage1 == [1] * len(counted) and calls == [2] * len(counted), (after_stage1, calls)
+
+
 def test_stage1_trains_a_batch_of_mixed_caption_lengths(tiny_checkpoint, tmp_path):
     manifest = write_synthetic_style_set(tmp_path / "data", styles=2, contents=1, size=64, seed=1)
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
