@@ -1,12 +1,17 @@
-"""Benchmark: stage-1 inversion throughput (images/min) with 1 and 2 ranks, and peak memory per rank.
+"""Benchmark: stage-1 inversion throughput (images/min), batched against one image at a time and with 1 and 2
+ranks, and peak memory per rank.
 
-Both runs invert the same procedural style set; each rank reports the time of its inversion loop
+Every run inverts the same procedural style set; each rank reports the time of its inversion loop
 (model loading excluded), and runs under benchmarks.trainer_probe, which reports that rank's own peak RSS
 (VmHWM: not the parent's, which Linux would carry into ru_maxrss) and peak CUDA memory.
 Throughput = images / slowest rank's time.
+- batching: 1 rank at --batch-size (one text-encoder and one UNet pass per batch) against 1 rank at batch 1;
+  goal >= 1.5 on the CPU with the tiny model at batch 8;
+- ranks: 2 ranks against 1, both at --batch-size; goal >= 1.8.
 
-    python -m benchmarks.style_tokens_stage1                # tiny SD1.5, 64 px
-    python -m benchmarks.style_tokens_stage1 --full-size    # full SD1.5 architecture, random weights, 512 px
+    python -m benchmarks.style_tokens_stage1                     # tiny SD1.5, 64 px, both comparisons
+    python -m benchmarks.style_tokens_stage1 --compare batching  # only batched / unbatched
+    python -m benchmarks.style_tokens_stage1 --full-size         # full SD1.5 architecture, random weights, 512 px
 """
 import argparse
 import json
@@ -27,19 +32,21 @@ def parse_args(argv=None):
     p.add_argument("--resolution", type=int, help="pixels (default 64, or 512 with --full-size)")
     p.add_argument("--images", type=int, default=16, help="images to invert")
     p.add_argument("--steps", type=int, default=4, help="optimiser steps per batch")
-    p.add_argument("--batch-size", type=int, default=4, help="images per batch")
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch")
+    p.add_argument("--compare", choices=("batching", "ranks", "both"), default="both",
+                   help="batched against unbatched, 2 ranks against 1, or both")
     p.add_argument("--gpu", action="store_true", help="one GPU per rank")
     args = p.parse_args(argv)
     args.resolution = args.resolution or (512 if args.full_size else 64)
     return args
 
 
-def run(args, ranks: int, checkpoint: Path, manifest: Path, out: Path) -> dict:
+def run(args, ranks: int, batch_size: int, checkpoint: Path, manifest: Path, out: Path) -> dict:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks)] if ranks > 1 else [sys.executable]
     command = [*launcher, "-m", "benchmarks.trainer_probe", "--report", str(out / "probe-r{rank}.json"),
                "trainers.style_tokens.stage1", "--checkpoint", str(checkpoint), "--data", str(manifest),
                "--output-dir", str(out), "--resolution", str(args.resolution), "--steps", str(args.steps),
-               "--batch-size", str(args.batch_size), "--device", "cuda" if args.gpu else "cpu"]
+               "--batch-size", str(batch_size), "--device", "cuda" if args.gpu else "cpu"]
     done = subprocess.run(command, cwd=paths.REPO_ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"stage 1 with {ranks} rank(s) failed:\n{done.stderr[-3000:]}")
@@ -63,15 +70,23 @@ def main(args) -> None:
             from devkit.tiny_models import build_checkpoint
             checkpoint = work / "full-sd15.safetensors"
             build_checkpoint(checkpoint, "sd15", "full", text_encoder_dtype="fp16")
-        one = run(args, 1, checkpoint, manifest, work / "one")
-        two = run(args, 2, checkpoint, manifest, work / "two")
-    print(f"device: 1 rank on {', '.join(one['devices'])}; 2 ranks on {', '.join(two['devices'])}")
-    print(f"{'full-size' if args.full_size else 'tiny'} SD1.5, {args.resolution} px, {args.steps} steps per batch of "
-          f"{args.batch_size}")
-    for label, result in (("1 rank ", one), ("2 ranks", two)):
-        print(f"  {label}: {result['images_per_minute']:.1f} images/min, largest peak per rank: RSS "
-              f"{gib(result['peak_rss_gib'])} GiB, GPU {gib(result['peak_gpu_gib'])} GiB")
-    print(f"  2-rank / 1-rank throughput: {two['images_per_minute'] / one['images_per_minute']:.2f} (goal >= 1.8)")
+        results = {"1 rank, batched": run(args, 1, args.batch_size, checkpoint, manifest, work / "one")}
+        if args.compare in ("batching", "both"):
+            results["1 rank, batch 1"] = run(args, 1, 1, checkpoint, manifest, work / "unbatched")
+        if args.compare in ("ranks", "both"):
+            results["2 ranks, batched"] = run(args, 2, args.batch_size, checkpoint, manifest, work / "two")
+    print(f"{'full-size' if args.full_size else 'tiny'} SD1.5, {args.resolution} px, {args.steps} steps per batch, "
+          f"{args.images} images, batch {args.batch_size}")
+    for label, result in results.items():
+        print(f"  {label}: {result['images_per_minute']:.1f} images/min on {', '.join(result['devices'])}, largest "
+              f"peak per rank: RSS {gib(result['peak_rss_gib'])} GiB, GPU {gib(result['peak_gpu_gib'])} GiB")
+    batched = results["1 rank, batched"]["images_per_minute"]
+    if "1 rank, batch 1" in results:
+        print(f"  batched / unbatched throughput: {batched / results['1 rank, batch 1']['images_per_minute']:.2f} "
+              f"(goal >= 1.5 on the CPU at batch 8)")
+    if "2 ranks, batched" in results:
+        print(f"  2-rank / 1-rank throughput: {results['2 ranks, batched']['images_per_minute'] / batched:.2f} "
+              f"(goal >= 1.8)")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ measurement needs to know about it:
 - peak memory of this process: CUDA `max_memory_allocated`, and the resident-set high-water mark VmHWM. Not
   `ru_maxrss`: Linux carries the parent's peak across fork and exec into it, so a worker started by a big process
   would report the parent's memory.
-With --gradients, the gradients each optimiser is about to apply at its first step (after any cross-rank average)
-are saved as safetensors, keyed "optimiser.group.param" with optimisers numbered in the order they first step.
+With --gradients, the gradients each optimiser is about to apply at each of its first --gradient-steps steps (after
+any cross-rank average) are saved as safetensors, keyed "step.optimiser.group.param" (step from 1, optimisers numbered
+in the order they first step).
 
     python -m benchmarks.trainer_probe --report probe.json trainers.styleforge --checkpoint ... --output-dir ...
     torchrun --nproc-per-node 2 -m benchmarks.trainer_probe --report 'probe-{rank}.json' trainers.style_tokens.stage1
@@ -54,28 +55,31 @@ def device_name() -> str:
 
 class StepProbe:
     """Installs the hooks on construction, for the rest of the process; `report()` says what the steps cost so far.
-    With `gradients`, `self.gradients` collects each optimiser's gradients at its first step (fp32, on the CPU)."""
+    With `gradient_steps`, `self.gradients` collects each optimiser's gradients at its first `gradient_steps` steps
+    (fp32, on the CPU)."""
 
-    def __init__(self, gradients: bool = False):
+    def __init__(self, gradient_steps: int = 0):
         self.stamps: list[float] = []
         # id(optimiser) -> (the optimiser, kept alive so its id is never reused; [(param, its copy at step 1)])
         self.initial: dict[int, tuple[torch.optim.Optimizer, list[tuple[torch.Tensor, torch.Tensor]]]] = {}
-        self.gradients: dict[str, torch.Tensor] | None = {} if gradients else None
+        self.steps_taken: dict[int, int] = {}
+        self.gradient_steps = gradient_steps
+        self.gradients: dict[str, torch.Tensor] | None = {} if gradient_steps else None
         register_optimizer_step_pre_hook(self._before_step)
         register_optimizer_step_post_hook(self._after_step)
 
     def _before_step(self, optimizer, args, kwargs) -> None:
-        if id(optimizer) in self.initial:
-            return
-        if self.gradients is not None:
-            index = len(self.initial)
+        if id(optimizer) not in self.initial:
+            self.initial[id(optimizer)] = (optimizer, [(p, p.detach().to("cpu", copy=True))
+                                                       for group in optimizer.param_groups for p in group["params"]])
+        index = list(self.initial).index(id(optimizer))
+        step = self.steps_taken[id(optimizer)] = self.steps_taken.get(id(optimizer), 0) + 1
+        if self.gradients is not None and step <= self.gradient_steps:
             for g, group in enumerate(optimizer.param_groups):
                 for i, p in enumerate(group["params"]):
                     if p.grad is not None:
-                        self.gradients[f"{index}.{g}.{i}"] = p.grad.detach().to(
+                        self.gradients[f"{step}.{index}.{g}.{i}"] = p.grad.detach().to(
                             "cpu", torch.float32, copy=True, memory_format=torch.contiguous_format)
-        self.initial[id(optimizer)] = (optimizer, [(p, p.detach().to("cpu", copy=True))
-                                                   for group in optimizer.param_groups for p in group["params"]])
 
     def _after_step(self, optimizer, args, kwargs) -> None:
         if torch.cuda.is_initialized():
@@ -137,8 +141,9 @@ def read_report(path: Path) -> dict:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--report", type=Path, required=True, help="where the JSON report goes ({rank} is replaced)")
-    p.add_argument("--gradients", type=Path, help="save each optimiser's first-step gradients here as safetensors "
-                                                   "({rank} is replaced)")
+    p.add_argument("--gradients", type=Path, help="save each optimiser's gradients of its first --gradient-steps "
+                                                   "steps here as safetensors ({rank} is replaced)")
+    p.add_argument("--gradient-steps", type=int, default=1, help="how many first steps --gradients saves")
     p.add_argument("module", help="a trainer module with parse_args(argv) and main(args), e.g. trainers.styleforge")
     p.add_argument("arguments", nargs=argparse.REMAINDER, help="the trainer's own arguments")
     return p.parse_args(argv)
@@ -146,7 +151,7 @@ def parse_args(argv=None):
 
 def main(args) -> None:
     trainer = importlib.import_module(args.module)
-    probe = StepProbe(gradients=args.gradients is not None)
+    probe = StepProbe(gradient_steps=args.gradient_steps if args.gradients is not None else 0)
     sys.argv = [args.module, *args.arguments]     # as if the trainer had been started itself
     trainer.main(trainer.parse_args(args.arguments))
     write_report(probe.report(), args.report)

@@ -1,10 +1,14 @@
 """The shared training loop, precision and gradient checkpointing, on a toy model and on the tiny SD1.5."""
 import argparse
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from devkit.paths import REPO_ROOT
 from trainers.common import Distributed
 from trainers.precision import Precision
 from trainers.training_loop import WARM_UP_STEPS, TrainingLoop
@@ -103,3 +107,40 @@ def test_gradient_checkpointing_leaves_the_gradients_unchanged(tiny_checkpoint):
     assert diffusion.enable_gradient_checkpointing() == diffusion.enable_gradient_checkpointing(), "idempotent"
     assert max((plain[k] - checkpointed[k]).abs().max().item() for k in plain) <= 1e-6
     assert any(v.abs().max() > 0 for v in plain.values())
+
+
+RANK_SCRIPT = """
+import json, sys
+import torch
+import torch.distributed as dist
+from trainers import training_loop
+
+dist.init_process_group("gloo")
+rank, calls = dist.get_rank(), []
+reduce = dist.all_reduce
+training_loop.dist.all_reduce = lambda tensor, *a, **k: (calls.append(tensor.numel()), reduce(tensor, *a, **k))[1]
+shapes = [(3, 4), (5,), (2, 2, 2)] * 100                 # 300 tensors, as a DiT LoRA has
+grads = [torch.full(s, float(rank + 1) * (i + 1)) for i, s in enumerate(shapes)] + [torch.full((2,), rank + 1.0,
+                                                                                              dtype=torch.bfloat16)]
+training_loop.average_over_ranks(grads, dist.get_world_size())
+json.dump({"calls": calls, "means": [g.flatten()[0].item() for g in grads], "shapes": [list(g.shape) for g in grads],
+           "dtypes": [str(g.dtype) for g in grads]}, open(sys.argv[1].format(rank=rank), "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_ranks_average_their_gradients_in_one_all_reduce_per_dtype(tmp_path):
+    """300 fp32 gradients and one bf16: two all-reduces in all (not one per tensor), every gradient the mean over the
+    ranks, in place, with its shape and dtype."""
+    script = tmp_path / "ranks.py"
+    script.write_text(RANK_SCRIPT)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", str(script),
+                           str(tmp_path / "rank-{rank}.json")], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert reports[0] == reports[1]
+    report = reports[0]
+    assert report["calls"] == [(12 + 5 + 8) * 100, 2]
+    assert report["means"] == [1.5 * (i + 1) for i in range(300)] + [1.5]
+    assert report["shapes"][:3] == [[3, 4], [5], [2, 2, 2]] and report["dtypes"][-2:] == ["torch.float32", "torch.bfloat16"]

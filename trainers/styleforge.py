@@ -38,7 +38,6 @@ bit-identically, and N ranks with --batch-size B train what one rank with batch 
     torchrun --nproc-per-node 2 -m trainers.styleforge ...      # data parallel
 """
 import argparse
-import math
 import re
 import sys
 from dataclasses import dataclass
@@ -53,6 +52,8 @@ from core.lora.adapters import LoRASet
 from core.formats.lora_file import Component, write_lora
 from core.formats.safe_files import file_sha256
 from core.data.step_batches import StepPlan, StepSampler
+
+from comfy_adapter.batch_conditioning import join_conditionings
 
 from . import cli, common
 from .training_loop import TrainingLoop
@@ -186,11 +187,9 @@ class SetBatch:
 
 
 def stack_conditions(encoded: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One (cond, pooled) row per item. Prompts past 77 tokens make longer conds: each is repeated along the token
-    axis to the least common multiple, as ComfyUI batches them; attention over repeated tokens is unchanged."""
-    length = math.lcm(*(cond.shape[1] for cond, _ in encoded))
-    return (torch.cat([cond.repeat(1, length // cond.shape[1], 1) for cond, _ in encoded]),
-            torch.cat([pooled for _, pooled in encoded]))
+    """One (cond, pooled) row per item. Prompts past 77 tokens make longer conds, joined as ComfyUI batches them
+    (comfy_adapter.batch_conditioning.join_conditionings)."""
+    return join_conditionings([cond for cond, _ in encoded]), torch.cat([pooled for _, pooled in encoded])
 
 
 class DualBindingLoss(nn.Module):

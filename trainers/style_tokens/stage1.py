@@ -4,7 +4,9 @@ Each image i gets its own tokens V_i (n_tokens x width per text encoder, init N(
 else is frozen. V_i replaces the placeholder of the image's caption at the text encoder's input (the
 same injection as the nodes) and is fitted with the standard eps-prediction loss on the image's VAE
 latents, t uniform:   min_V  E_{t, eps} || eps - eps_theta(z_t, t, TE(caption[sks -> V_i])) ||^2
-Images go in batches, each with its own V_i (AdamW, lr 1e-3, 200 steps, batch 8, 512 px by default).
+Images go in batches, each with its own V_i (AdamW, lr 1e-3, 200 steps, batch 8, 512 px by default): one
+text-encoder pass and one UNet pass per batch. Captions may run past the text encoder's 77 tokens: they are encoded
+in 77-token chunks, as ComfyUI encodes the prompt when sampling (the authors truncate at 77).
 Finished batches are written as token shards + index (core/formats/token_shards.py), so a resumed run skips
 them. Under torchrun each rank takes the disjoint slice examples[rank::world_size].
 
@@ -30,6 +32,7 @@ from core.data import image_stream
 from core.data.style_dataset import read_style_dataset
 from core.formats.token_shards import load_tokens, read_index, read_loss_curves, write_shard
 
+from comfy_adapter.batch_conditioning import encode_prompts_with_style
 from comfy_adapter.diffusion import encode_prompt_with_style
 from comfy_adapter.families import text_encoder_widths
 from .. import cli, common
@@ -83,10 +86,10 @@ def init_tokens(ids: list[str], widths: dict[str, int], n_tokens: int, std: floa
 
 def batch_loss(diffusion, latents: torch.Tensor, captions: list[str], tokens: dict, placeholder: str,
                generators: list[torch.Generator]) -> torch.Tensor:
-    """Each image's loss (N,): its caption encoded with its own tokens, then one UNet pass for the whole batch."""
-    encoded = [encode_prompt_with_style(diffusion, caption, {k: v[i] for k, v in tokens.items()}, placeholder)
-               for i, caption in enumerate(captions)]
-    cond, pooled = (torch.cat(parts) for parts in zip(*encoded))
+    """Each image's loss (N,), equal to its one-image loss: one text-encoder pass encodes every caption with its own
+    tokens (captions of any length, in 77-token chunks as ComfyUI encodes them; rows of different lengths are joined
+    as ComfyUI batches them), then one UNet pass for the whole batch."""
+    cond, pooled = encode_prompts_with_style(diffusion, captions, tokens, placeholder)
     return diffusion.epsilon_losses(latents, cond, pooled, generators)
 
 

@@ -24,6 +24,7 @@ from core.data.style_dataset import read_style_dataset
 from core.formats.style_encoder_file import load_style_encoder, save_style_encoder
 from core.style_tokens.injection import check_widths
 
+from comfy_adapter.batch_conditioning import encode_prompts_with_style
 from comfy_adapter.diffusion import encode_prompt_with_style
 from comfy_adapter.families import text_encoder_widths
 from .. import cli, common
@@ -52,12 +53,10 @@ def parse_args(argv=None):
 
 
 def style_loss(diffusion, encoder, pixels, latents, captions, placeholder, generator) -> torch.Tensor:
-    tokens = encoder(pixels)
-    losses = []
-    for i, caption in enumerate(captions):
-        cond, pooled = encode_prompt_with_style(diffusion, caption, {k: v[i] for k, v in tokens.items()}, placeholder)
-        losses.append(diffusion.epsilon_loss(latents[i:i + 1], cond, pooled, generator))
-    return torch.stack(losses).mean()
+    """The batch's mean diffusion loss: one encoder pass, one text-encoder pass and one UNet pass for the batch.
+    Rows draw their noise, then their timesteps, from `generator` in turn."""
+    cond, pooled = encode_prompts_with_style(diffusion, captions, encoder(pixels), placeholder)
+    return diffusion.epsilon_losses(latents, cond, pooled, [generator] * len(captions)).mean()
 
 
 def write_samples(diffusion, encoder, examples, args) -> None:
