@@ -13,7 +13,7 @@ chunk is read off the forward pass of the encoder that produced it.
 """
 import torch
 
-from .core_modules import token_injection
+from .style_prompt import tokenize_with_style
 
 
 def join_conditionings(conds: list[torch.Tensor]) -> torch.Tensor:
@@ -28,8 +28,7 @@ def encode_prompts_with_style(diffusion, texts: list[str], vectors: dict[str, to
     """(cond, pooled) for a batch: row i is `texts[i]` with `vectors[key][i]` in place of the placeholder, equal (up
     to float rounding) to `encode_prompt_with_style(diffusion, texts[i], ...)` alone, with cond rows joined by
     `join_conditionings`. One text-encoder pass for the batch; differentiable w.r.t. the vectors."""
-    rows = [token_injection.inject_into_prompt(lambda t: diffusion.clip.tokenize(t, return_word_ids=True), text,
-                                               {k: v[i] for k, v in vectors.items()}, placeholder)
+    rows = [tokenize_with_style(diffusion.clip, text, {k: v[i] for k, v in vectors.items()}, placeholder)
             for i, text in enumerate(texts)]
     counts = [{key: len(chunks) for key, chunks in row.items()} for row in rows]
     chunks = [next(iter(c.values())) for c in counts]
