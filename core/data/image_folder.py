@@ -9,10 +9,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import StyleSmithError
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
-class DatasetError(ValueError):
+class DatasetError(StyleSmithError, ValueError):
     """A training set is missing, empty or unusable."""
 
 

@@ -11,11 +11,13 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import StyleSmithError
+
 MANIFEST_NAME = "manifest.jsonl"
 REQUIRED = ("method", "image", "prompt", "reference")
 
 
-class ManifestError(ValueError):
+class ManifestError(StyleSmithError, ValueError):
     """A manifest is missing, empty or malformed, or names files that are not there."""
 
 

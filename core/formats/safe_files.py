@@ -11,11 +11,13 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from ..errors import StyleSmithError
+
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # protocol-2+ pickle, and torch.save's zip container
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle"}
 
 
-class WeightFileError(ValueError):
+class WeightFileError(StyleSmithError, ValueError):
     """A weight file is missing, unsafe, corrupt or of the wrong kind."""
 
 
