@@ -1,0 +1,122 @@
+"""A busy server: three clients queue 30 mixed prompts (every bundled workflow, each prompt its own seed and texts),
+5 of them are cancelled mid-run through /interrupt, then the 25 others run again one at a time.
+
+Nothing fails, the two runs of each prompt give the same pixels, the server's resident memory grows < 5 % over the
+whole test, and ComfyUI holds the same models loaded after the busy queue and after the quiet run as after the
+warm-up (the harness pack's GET /stylesmith-harness/loaded-models). Every loop is bounded in count and time; the
+server listens on 127.0.0.1 only.
+"""
+import copy
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from devkit.soak import variant
+from devkit.workflows import api_workflows
+
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.server, pytest.mark.hosts]
+PROMPTS, CLIENTS, CANCELLED = 30, 3, (4, 9, 15, 22, 27)
+SLOW_STEPS = 400       # a cancelled prompt samples this many steps, so the interrupt lands mid-run
+DEADLINE_S = 600
+
+
+def prompt(index: int) -> dict:
+    names = sorted(api_workflows())
+    api = variant(api_workflows()[names[index % len(names)]], index)
+    if index in CANCELLED:
+        api = copy.deepcopy(api)
+        for node in api.values():
+            if isinstance(node["inputs"].get("steps"), int):
+                node["inputs"]["steps"] = SLOW_STEPS
+    return api
+
+
+def finished(server, prompt_id: str, deadline: float) -> dict:
+    entry = server.wait(prompt_id, timeout=max(1.0, deadline - time.monotonic()))
+    return {"status": entry["status"]["status_str"], "outputs": entry["outputs"],
+            "events": {event: data for event, data in entry["status"].get("messages", [])}}
+
+
+def pixels(server, outputs: dict) -> list:
+    return [server.fetch_image(ref) for node in sorted(outputs) for ref in outputs[node].get("images", [])]
+
+
+def loaded_models(server) -> list:
+    return server.get_json("/stylesmith-harness/loaded-models")
+
+
+def queue_busy(server) -> dict:
+    """Three client threads queue the 30 prompts; each thread's own prompts in order. Returns index -> prompt id."""
+    ids, errors = {}, []
+
+    def client(first: int):
+        try:
+            for index in range(first, PROMPTS, CLIENTS):
+                prompt_id, invalid = server.queue(prompt(index))
+                assert invalid is None, invalid
+                ids[index] = prompt_id
+        except Exception as e:       # surfaced in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(first,)) for first in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors and len(ids) == PROMPTS, errors
+    return ids
+
+
+def interrupt_when_running(server, targets: set, deadline: float) -> set:
+    """POST /interrupt {prompt_id} for each target once it has run a moment; returns the ids interrupted."""
+    interrupted, seen_at = set(), {}
+    while targets - interrupted and time.monotonic() < deadline:
+        queue = server.get_json("/queue")
+        running = {item[1] for item in queue["queue_running"]}
+        for prompt_id in (running & targets) - interrupted:
+            seen_at.setdefault(prompt_id, time.monotonic())
+            if time.monotonic() - seen_at[prompt_id] > 0.5:
+                server.post_json("/interrupt", {"prompt_id": prompt_id})
+                interrupted.add(prompt_id)
+        if not running and not queue["queue_pending"]:
+            break
+        time.sleep(0.05)
+    return interrupted
+
+
+def test_busy_queue_with_cancellations_then_quiet_run(comfy_server):
+    deadline = time.monotonic() + DEADLINE_S
+    for name, api in api_workflows().items():        # warm-up: every workflow once, models loaded
+        assert comfy_server.run(api, timeout=300).status == "success", name
+    models_after_warm_up, rss_after_warm_up = loaded_models(comfy_server), comfy_server.rss_bytes()
+
+    ids = queue_busy(comfy_server)
+    cancel = {ids[i] for i in CANCELLED}
+    interrupted = interrupt_when_running(comfy_server, cancel, deadline)
+    busy = {index: finished(comfy_server, ids[index], deadline) for index in range(PROMPTS)}
+    assert interrupted == cancel, f"{len(cancel - interrupted)} cancel targets never ran"
+    for index, result in busy.items():
+        if index in CANCELLED:
+            assert result["status"] == "error" and "execution_interrupted" in result["events"], (index, result)
+        else:
+            assert result["status"] == "success", (index, result["events"].get("execution_error"))
+    models_after_busy = loaded_models(comfy_server)
+
+    for index in sorted(set(range(PROMPTS)) - set(CANCELLED)):     # the same prompts, one at a time
+        quiet = finished(comfy_server, comfy_server.queue(prompt(index))[0], deadline)
+        assert quiet["status"] == "success", (index, quiet["events"].get("execution_error"))
+        saved = {node for node in quiet["outputs"] if quiet["outputs"][node].get("images")}
+        assert not saved & set(quiet["events"].get("execution_cached", {}).get("nodes", [])), \
+            f"prompt {index} came from ComfyUI's cache, so the comparison would prove nothing"
+        busy_images, quiet_images = pixels(comfy_server, busy[index]["outputs"]), pixels(comfy_server, quiet["outputs"])
+        assert len(busy_images) == len(quiet_images) >= 1, index
+        for a, b in zip(busy_images, quiet_images):
+            np.testing.assert_array_equal(a, b, err_msg=f"prompt {index}")
+    growth = comfy_server.rss_bytes() / rss_after_warm_up - 1
+
+    assert models_after_busy == models_after_warm_up
+    assert loaded_models(comfy_server) == models_after_warm_up
+    assert growth < 0.05, f"server RSS grew {growth:.1%} (from {rss_after_warm_up / 2**20:.0f} MiB)"
+    assert comfy_server.process.poll() is None
