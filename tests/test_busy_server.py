@@ -118,7 +118,7 @@ def test_busy_queue_with_cancellations_then_quiet_run(comfy_server):
             np.testing.assert_array_equal(a, b, err_msg=f"prompt {index}")
     growth = comfy_server.rss_bytes() / rss_after_warm_up - 1
 
+    assert growth < 0.05, f"server RSS grew {growth:.1%} (from {rss_after_warm_up / 2**20:.0f} MiB)"
     assert models_after_busy == models_after_warm_up
     assert loaded_models(comfy_server) == models_after_warm_up
-    assert growth < 0.05, f"server RSS grew {growth:.1%} (from {rss_after_warm_up / 2**20:.0f} MiB)"
     assert comfy_server.process.poll() is None
