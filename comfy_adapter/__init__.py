@@ -4,6 +4,7 @@
     versions.py      every difference between ComfyUI versions, each with the version that made it
     families.py      which registered family (core/families.py) a ComfyUI MODEL or CLIP is
     bridge.py        what nodes do with ComfyUI objects: folders, tokens, LoRA patching, sampling, progress
+    style_prompt.py  a prompt tokenised with style vectors in the placeholder's place (CLIP splice or `embedding:`)
     diffusion.py     a checkpoint loaded by ComfyUI with what trainers need (noise, conditioning, previews)
     split_files.py   a family's split files (diffusion model, text encoder, VAE) through ComfyUI's loaders, for trainers
     kohya_names.py   kohya LoRA names from ComfyUI's own LoRA key map

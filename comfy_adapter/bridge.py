@@ -66,11 +66,6 @@ def check_model_family(what: str, family: str, model) -> None:
 
 
 # ---- text encoders -------------------------------------------------------------------------
-def tokenize(clip, text: str) -> dict[str, list]:
-    """ComfyUI's tokenisation with word ids: {"l": [[(token, weight, word_id), ...77], ...], ...}."""
-    return clip.tokenize(text, return_word_ids=True)
-
-
 def encode(clip, tokens: dict[str, list]) -> list:
     """Tokens -> CONDITIONING, exactly as ComfyUI's CLIPTextEncode encodes."""
     return clip.encode_from_tokens_scheduled(tokens)
@@ -124,9 +119,14 @@ def unet_levels(model) -> int:
     return len(model.model.model_config.unet_config["channel_mult"])
 
 
-def context_width(model) -> int | None:
-    """The width of the cross-attention context the UNet attends to (768 for SD1.x, 2048 for SDXL)."""
-    return model.model.model_config.unet_config.get("context_dim")
+def context_width(model) -> int:
+    """The width of the text context the denoiser attends to (768 for SD1.x, 2048 for SDXL, 7680 for Flux.2 Klein)."""
+    return family_of_model(model).context_width
+
+
+def uses_unet(model) -> bool:
+    """Whether the denoiser is a UNet with resolution levels (SD1.x, SDXL), not a transformer over tokens."""
+    return family_of_model(model).denoiser == families.UNET
 
 
 def with_attn2_patch(model, patch):
@@ -151,6 +151,10 @@ def run_step_rule(model, rule, sigmas: torch.Tensor, conditioning: list, samples
         bar.update_absolute(step + 1, total)
 
     def sampler_function(model_k, x, sigmas, extra_args=None, callback=None, disable=None):
+        # ComfyUI hands a sampler noise_scaling(sigmas[0], noise, latent) with our zero noise: the latent itself for
+        # eps and v models, (1 - sigma) * latent for flow models. Undone, the rule starts at the latent for all.
+        x = model.get_model_object("model_sampling").inverse_noise_scaling(sigmas[0], x)
+
         def eps(x_in, sigma):
             sigma = sigma.to(x_in).expand(x_in.shape[0])
             return ddim.eps_from_x0(x_in, model_k(x_in, sigma, **(extra_args or {})), sigma)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from .core_modules import checkpoint_family, ddim, gradient_checkpointing, token_injection
+from .core_modules import checkpoint_family, ddim, gradient_checkpointing
 from .families import family_of_model
+from .style_prompt import tokenize_with_style
 
 
 class ComfyDiffusion:
@@ -192,7 +193,7 @@ def encode_prompt_with_style(diffusion: ComfyDiffusion, text: str, vectors: dict
                              placeholder: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(cond, pooled) with the style vectors in place of the placeholder, exactly as the prompt node
     encodes (the same core injection, the same ComfyUI encode); differentiable w.r.t. the vectors."""
-    tokens = token_injection.inject_into_prompt(lambda t: diffusion.clip.tokenize(t, return_word_ids=True), text, vectors, placeholder)
+    tokens = tokenize_with_style(diffusion.clip, text, vectors, placeholder)
     out = diffusion.clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
     return out["cond"].to(diffusion.device), out["pooled_output"].to(diffusion.device)
 

@@ -25,6 +25,7 @@ class TextEncoder:
     key: str       # ComfyUI's embedding key, which `embedding:` files and style-token heads use: "clip_l", "qwen3_4b"
     width: int     # width of its input token embeddings: what a style-token head for it outputs
     kind: str      # "clip", "t5" or "llm": how its tokenizer marks a prompt (start/end tokens, chat template)
+    name: str      # shown in messages: "CLIP-L", "Qwen3-4B"
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class ModelFamily:
 
 FAMILIES = {
     "sd15": ModelFamily(
-        key="sd15", display_name="SD1.x", denoiser=UNET, encoders=(TextEncoder("clip_l", 768, "clip"),),
+        key="sd15", display_name="SD1.x", denoiser=UNET, encoders=(TextEncoder("clip_l", 768, "clip", "CLIP-L"),),
         pooled_from="clip_l", context_width=768, latent_channels=4, latent_downscale=8,
         lora=LoraNaming("kohya", kohya_unet="diffusers", text_encoder_prefixes=("lora_te_",),
                         modelspec_architecture="stable-diffusion-v1/lora", kohya_base_version="sd_v1"),
@@ -76,7 +77,7 @@ FAMILIES = {
     # SDXL-family files (SDXL, SSD-1B, Segmind Vega, KOALA) hold clip_l at embedders.0, clip_g (open_clip form) at 1.
     "sdxl": ModelFamily(
         key="sdxl", display_name="SDXL", denoiser=UNET,
-        encoders=(TextEncoder("clip_l", 768, "clip"), TextEncoder("clip_g", 1280, "clip")),
+        encoders=(TextEncoder("clip_l", 768, "clip", "CLIP-L"), TextEncoder("clip_g", 1280, "clip", "CLIP-G")),
         pooled_from="clip_g", context_width=2048, latent_channels=4, latent_downscale=8,
         lora=LoraNaming("kohya", kohya_unet="ldm", text_encoder_prefixes=("lora_te1_", "lora_te2_"),
                         modelspec_architecture="stable-diffusion-xl-v1-base/lora", kohya_base_version="sdxl_base_v1-0"),
@@ -88,7 +89,7 @@ FAMILIES = {
     # ComfyUI 0.9.2 (Comfy-Org/ComfyUI#11890); 0.3.75 loads a Qwen3-4B file as Z-Image's encoder whatever the type.
     "klein": ModelFamily(
         key="klein", display_name="Flux.2 Klein 4B", denoiser=TRANSFORMER,
-        encoders=(TextEncoder("qwen3_4b", 2560, "llm"),), pooled_from=None, context_width=7680,
+        encoders=(TextEncoder("qwen3_4b", 2560, "llm", "Qwen3-4B"),), pooled_from=None, context_width=7680,
         latent_channels=128, latent_downscale=16, lora=LoraNaming("comfy"),
         comfy_model_configs=("Flux2",), comfy_text_encoder_models=("Flux2TEModel",),
         comfy_clip_type="flux2", comfy_min_version=(0, 9, 2)),
@@ -96,7 +97,7 @@ FAMILIES = {
     # second-to-last hidden state. Added in ComfyUI 0.3.75. Its workflows load the encoder as CLIPLoader type lumina2.
     "zimage": ModelFamily(
         key="zimage", display_name="Z-Image", denoiser=TRANSFORMER,
-        encoders=(TextEncoder("qwen3_4b", 2560, "llm"),), pooled_from=None, context_width=2560,
+        encoders=(TextEncoder("qwen3_4b", 2560, "llm", "Qwen3-4B"),), pooled_from=None, context_width=2560,
         latent_channels=16, latent_downscale=8, lora=LoraNaming("comfy"),
         comfy_model_configs=("ZImage",), comfy_text_encoder_models=("ZImageTEModel",),
         comfy_clip_type="lumina2", comfy_min_version=(0, 3, 75)),
@@ -133,8 +134,24 @@ def display_name(key: str | None) -> str:
 def family_of_text_encoders(widths: dict[str, int]) -> ModelFamily | None:
     """The one family whose text encoders are exactly these ({"clip_l": 768} -> SD1.x); None when no family or
     several have them ({"qwen3_4b": 2560} is Klein's and Z-Image's: family_of_comfy_text_encoder tells those apart)."""
-    found = [f for f in FAMILIES.values() if f.text_encoders == widths]
+    found = families_with_text_encoders(widths)
     return found[0] if len(found) == 1 else None
+
+
+def text_encoder(key: str) -> TextEncoder | None:
+    """The registry's text encoder of this embedding key ("clip_l", "qwen3_4b"); None for a key no family has."""
+    return next((e for f in FAMILIES.values() for e in f.encoders if e.key == key), None)
+
+
+def text_encoder_kind(key: str) -> str | None:
+    """"clip", "t5" or "llm" for a text encoder's embedding key; None for a key no family has."""
+    encoder = text_encoder(key)
+    return encoder.kind if encoder else None
+
+
+def families_with_text_encoders(widths: dict[str, int]) -> list[ModelFamily]:
+    """Every family whose text encoders are exactly these ({"qwen3_4b": 2560}: Flux.2 Klein 4B and Z-Image)."""
+    return [f for f in FAMILIES.values() if f.text_encoders == widths]
 
 
 def families_using(widths: dict[str, int]) -> list[ModelFamily]:

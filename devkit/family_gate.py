@@ -13,6 +13,12 @@ from core.families import get_family, unsupported_on_host
 from . import paths
 
 
+def family_params(values, family_of) -> list:
+    """pytest params for `values`, each marked with its family (`family_of(value)`), so each skips on hosts older
+    than its family (bundled workflows: `family_params(names, workflow_family)`)."""
+    return [pytest.param(value, marks=pytest.mark.family(family_of(value))) for value in values]
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "family(key): needs a ComfyUI that supports this model family "
                                        "(skipped on older hosts, naming both versions)")

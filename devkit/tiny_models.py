@@ -159,7 +159,10 @@ def ensure_built(path: Path, recipe: dict, build) -> Path:
             return path
     started = time.perf_counter()
     build(path)
-    stamp_path.write_text(json.dumps(dict(recipe, sha256=file_sha256(path)), indent=1))
+    # A new file replaces the stamp rather than rewriting it: the host lane's bases hard-link the pinned one's.
+    stamp_tmp = stamp_path.with_name(stamp_path.name + ".tmp")
+    stamp_tmp.write_text(json.dumps(dict(recipe, sha256=file_sha256(path)), indent=1))
+    os.replace(stamp_tmp, stamp_path)
     print(f"[tiny_models] built {path} ({path.stat().st_size / 2**20:.1f} MiB) "
           f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return path
@@ -173,14 +176,15 @@ def ensure_default_models(models_dir: Path, seed: int = DEFAULT_SEED, text_encod
     """
     from .tiny_loras import DEFAULT_LORAS, build_styleforge_lora
     from .tiny_osasis_styles import DEFAULT_OSASIS_STYLES, TRAINING, build_osasis_style
-    from .tiny_style_encoders import DEFAULT_STYLE_ENCODERS, build_style_encoder_file
+    from .tiny_style_encoders import BUILT_FOR, DEFAULT_STYLE_ENCODERS, build_style_encoder_file
     built = []
     for spec in DEFAULT_MODELS:
         recipe = {"builder": BUILDER_VERSION, "family": spec.family, "size": spec.size, "seed": seed,
                   "text_encoder_dtype": text_encoder_dtype}
         built.append(ensure_built(models_dir / "checkpoints" / spec.file_name, recipe,
                                   lambda p, s=spec: build_checkpoint(p, s.family, s.size, seed, text_encoder_dtype)))
-    for family, file_name in DEFAULT_STYLE_ENCODERS.items():
+    for family in BUILT_FOR:
+        file_name = DEFAULT_STYLE_ENCODERS[family]
         recipe = {"builder": BUILDER_VERSION, "family": family, "seed": seed}
         built.append(ensure_built(models_dir / "style_encoders" / file_name, recipe,
                                   lambda p, f=family: build_style_encoder_file(p, f, seed)))

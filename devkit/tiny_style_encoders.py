@@ -1,17 +1,20 @@
 """Randomly initialised style encoders on the tiny open_clip backbone, for tests and the demo.
 
-Heads are sized from the family's text encoders and scaled so the tokens have the spread of CLIP
-token embeddings (std about 0.02). The authors' preprocessing (mean = std = 0.5) is recorded.
+Heads are sized from the family's text encoders (core/families.py) and scaled so the tokens have the spread of
+CLIP token embeddings (std about 0.02). The authors' preprocessing (mean = std = 0.5) is recorded. A head belongs to
+a text encoder, so the Klein encoder's one `qwen3_4b` head serves Z-Image too: one file for both.
 """
 import torch
 
+from core.families import get_family
 from core.style_tokens.clip_backbones import TINY_VIT, backbone_config
 from core.data.image_preprocess import Preprocess
 from core.style_tokens.encoder import StyleEncoder, StyleEncoderConfig
 from core.formats.style_encoder_file import save_style_encoder
 
-TEXT_ENCODER_WIDTHS = {"sd15": {"clip_l": 768}, "sdxl": {"clip_l": 768, "clip_g": 1280}}
-DEFAULT_STYLE_ENCODERS = {family: f"stylesmith-tiny-style-encoder-{family}.safetensors" for family in TEXT_ENCODER_WIDTHS}
+BUILT_FOR = ("sd15", "sdxl", "klein")   # one encoder per set of text encoders
+DEFAULT_STYLE_ENCODERS = {family: f"stylesmith-tiny-style-encoder-{family}.safetensors" for family in BUILT_FOR}
+DEFAULT_STYLE_ENCODERS["zimage"] = DEFAULT_STYLE_ENCODERS["klein"]   # Z-Image encodes with Klein's Qwen3-4B
 AUTHORS_NORMALISATION = (0.5, 0.5, 0.5)
 
 
@@ -20,7 +23,7 @@ def build_style_encoder(family: str, seed: int, n_tokens: int = 8, architecture:
     backbone = backbone_config(architecture)
     config = StyleEncoderConfig(
         family=family, architecture=architecture, backbone_config=backbone,
-        heads=dict(TEXT_ENCODER_WIDTHS[family]), n_tokens=n_tokens,
+        heads=get_family(family).text_encoders, n_tokens=n_tokens,
         preprocess=Preprocess(size=backbone["vision_cfg"]["image_size"], mean=AUTHORS_NORMALISATION,
                               std=AUTHORS_NORMALISATION),
         training={"stage": "random-init", "seed": seed})

@@ -27,6 +27,11 @@ def ui_workflows() -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(WORKFLOWS_DIR.glob("*.json"))}
 
 
+def workflow_family(name: str) -> str:
+    """The family a bundled workflow is made for: its name ends with the family's key ("style-tokens-klein")."""
+    return name.rsplit("-", 1)[-1]
+
+
 def _is_link(value) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 

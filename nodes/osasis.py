@@ -30,7 +30,7 @@ bridge.register_model_folder(FOLDER)
 def check_context(name: str, conditioning: list, model) -> None:
     width = bridge.context_width(model)
     for cond, _ in conditioning:
-        if width is not None and cond.shape[-1] != width:
+        if cond.shape[-1] != width:
             raise ValueError(f"{name} is {cond.shape[-1]} wide but this MODEL attends to {width}-wide contexts: make "
                              f"{name} with this checkpoint's CLIP.")
 
@@ -112,7 +112,7 @@ class OsasisStructuralEncode(io.ComfyNode):
         if samples.ndim != 4 or samples.shape[1] != channels:
             raise ValueError(f"The latent has shape {tuple(samples.shape)} but this MODEL works on {channels}-channel "
                              "image latents: encode the image with this checkpoint's VAE.")
-        if samples.shape[-1] % 8 or samples.shape[-2] % 8:
+        if bridge.uses_unet(model) and (samples.shape[-1] % 8 or samples.shape[-2] % 8):
             raise ValueError(f"The latent is {samples.shape[-1]}x{samples.shape[-2]}, not a multiple of 8 (the UNet "
                              "halves it three times): scale or crop the image to a multiple of 64 pixels first.")
         check_context("z_content", z_content, model)
@@ -209,6 +209,10 @@ class OsasisDecode(io.ComfyNode):
             timesteps = bridge.model_timesteps(model, structure.sigmas)
         positive = bridge.append_tokens(z_content, prompt[0][0]) if prompt else z_content
         if z_style is not None and mix > 0:
+            if not bridge.uses_unet(model):
+                raise ValueError(f"Mixing z_style into the decode works by UNet resolution level, and "
+                                 f"{display_name(family_of_model(model).key)} is a transformer: set mix to 0 or "
+                                 "disconnect z_style (mixing by transformer block depth is not built yet).")
             style = bridge.append_tokens(z_style, prompt[0][0]) if prompt else z_style
             model = mixed_model(model, style[0][0], positive[0][0], mix, structure.code.shape[-2:])
         samples = bridge.run_step_rule(

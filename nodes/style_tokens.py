@@ -5,11 +5,12 @@ import os
 import torch
 
 from ..comfy_adapter import bridge
-from ..comfy_adapter.families import text_encoder_widths
+from ..comfy_adapter.families import family_of_clip, text_encoder_widths
+from ..comfy_adapter.style_prompt import tokenize_with_style
 from ..comfy_adapter.v3 import io
 from ..core.data.image_preprocess import preprocess
 from ..core.style_tokens.tokens import StyleTokens
-from ..core.style_tokens.injection import check_widths, inject_into_prompt
+from ..core.style_tokens.injection import check_widths
 from .checks import checked_image, require_finite_conditioning, require_finite_inputs
 
 CATEGORY = "StyleSmith/style tokens"
@@ -31,16 +32,17 @@ class LoadedStyleEncoder:
 
 def encode_with_style(clip, text: str, style: StyleTokens, placeholder: str) -> list:
     """CONDITIONING for `text` with the style vectors in place of `placeholder`, one entry per token set."""
-    check_widths(style.widths(), text_encoder_widths(clip), style.family)
+    check_widths(style.widths(), text_encoder_widths(clip), style.family, family_of_clip(clip).key)
     conds, pooled = [], []
     for index in bridge.with_progress(range(style.batch_size)):
-        tokens = inject_into_prompt(lambda t: bridge.tokenize(clip, t), text, style.item(index), placeholder)
+        tokens = tokenize_with_style(clip, text, style.item(index), placeholder)
         (cond, extra), = bridge.encode(clip, tokens)
         conds.append(cond)
         pooled.append(extra)
     extra = dict(pooled[0])
-    if "pooled_output" in extra:
-        extra["pooled_output"] = torch.cat([p["pooled_output"] for p in pooled])
+    for key in ("pooled_output", "attention_mask"):   # per token set; DiT families have no pooled output (None)
+        if torch.is_tensor(extra.get(key)):
+            extra[key] = torch.cat([p[key] for p in pooled])
     return require_finite_conditioning("Prompt with Style Tokens", [[torch.cat(conds), extra]],
                                        "the CLIP's weights (a broken checkpoint or LoRA)")
 
@@ -110,7 +112,8 @@ class EncodePromptWithStyle(io.ComfyNode):
             node_id="StyleSmithEncodePromptWithStyle", display_name="Prompt with Style Tokens", category=CATEGORY,
             description="Encodes a prompt with the style tokens in place of the placeholder word, at the input of "
                         "the text encoder, as the style encoder was trained. Without the placeholder the tokens go "
-                        "at the end. SDXL fills both text encoders.",
+                        "at the end. SDXL fills both text encoders; on Flux.2 Klein 4B and Z-Image the tokens go "
+                        "inside the chat template, as embedding:NAME would.",
             inputs=[
                 io.Clip.Input("clip", tooltip="The CLIP of the checkpoint the style encoder was trained for."),
                 StyleTokensType.Input("style_tokens", tooltip="From Image to Style Tokens."),
@@ -175,7 +178,8 @@ class SaveStyleEmbedding(io.ComfyNode):
         return io.Schema(
             node_id="StyleSmithSaveStyleEmbedding", display_name="Save Style as Embedding", category=CATEGORY,
             description="Saves style tokens as a ComfyUI embedding in models/embeddings, usable as "
-                        "embedding:NAME in any stock text encode (SD1: one tensor; SDXL: clip_l and clip_g).",
+                        "embedding:NAME in any stock text encode (SD1: one tensor; SDXL: clip_l and clip_g; "
+                        "Flux.2 Klein 4B and Z-Image: qwen3_4b).",
             inputs=[
                 StyleTokensType.Input("style_tokens", tooltip="From Image to Style Tokens."),
                 io.String.Input("name", default="stylesmith_style",

@@ -6,7 +6,7 @@
 #   scripts/host_lane.sh /path/to/ComfyUI [more ...]   # your own ComfyUI folders (or .tar.gz snapshots)
 #   scripts/host_lane.sh /path/to/ComfyUI -- -k osasis # arguments after -- go to pytest
 # Each host gets its own state folder, .stylesmith/hosts/NAME, with a venv that overlays the pinned one (only the
-# host's own requirements are installed there), its own base directory and tiny models built on that host.
+# host's own requirements are installed there), its own base directory, and the pinned host's tiny models (hard links: see share_tiny_models).
 # A ComfyUI folder you give is used in place, never changed. Exits non-zero if any host fails, after running all.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +29,17 @@ if [ ${#hosts[@]} -eq 0 ]; then
   [ ${#hosts[@]} -gt 1 ] || say "no other ComfyUI snapshots (comfyui-VERSION.tar.gz) in $SHARED_HOSTS: the lane runs $WHEEL_HOST_VERSION only"
 fi
 
+# Each tiny model is built once per run: a host's base starts with hard links to the pinned host's files, and
+# devkit.tiny_models skips every file whose recipe stamp matches (the recipes do not depend on the host). The lane's
+# tests still load each file through that host's own detection. Hard links cost no disk; where the folders are on
+# different file systems the host builds its own.
+share_tiny_models() {
+  local from="$1" to="$2"
+  [ -d "$from" ] && [ ! -e "$to" ] || return 0
+  mkdir -p "$(dirname "$to")"
+  cp -al "$from" "$to" 2>/dev/null || { rm -rf "$to"; say "cannot hard-link $from: building this host's tiny models"; }
+}
+
 failed=()
 for host in "${hosts[@]}"; do
   if [ "$host" = "$WHEEL_HOST" ]; then
@@ -48,6 +59,7 @@ for host in "${hosts[@]}"; do
     home="$STATE/hosts/$name"
   fi
   started=$SECONDS
+  share_tiny_models "$STATE/base/models" "$home/base/models"
   STYLESMITH_HOME="$home" COMFYUI_PATH="$comfy" STYLESMITH_BASE_VENV="$STATE/venv" bash "$ROOT/scripts/setup.sh"
   say "$name: running the tests marked 'hosts' on $comfy"
   if (cd "$ROOT" && STYLESMITH_HOME="$home" COMFYUI_PATH="$comfy" "$home/venv/bin/python" -m pytest -m hosts "$@"); then

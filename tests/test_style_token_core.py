@@ -10,7 +10,7 @@ from core.data.image_preprocess import Preprocess, preprocess
 from core.formats.safe_files import WeightFileError, read_safetensors
 from core.formats.style_encoder_file import load_style_encoder, save_style_encoder
 from core.style_tokens.tokens import StyleTokens
-from core.style_tokens.injection import SpecialTokens, chunk_words, inject_style
+from core.style_tokens.injection import SpecialTokens, chunk_words, inject_style, reference_placeholders
 from devkit.tiny_style_encoders import build_style_encoder
 
 SPECIAL = SpecialTokens(start=49406, end=49407, pad=49407)
@@ -74,6 +74,19 @@ def test_no_placeholder_appends_the_style_and_each_occurrence_is_replaced():
     assert replaced == 2 and sum(not isinstance(e[0], int) for e in twice[0]) == 16
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("a cat in the style of sks, at night", ("a cat in the style of embedding:N, at night", 1)),
+    ("in the style of sks", ("in the style of embedding:N", 1)),
+    ("sks style\nsks", ("embedding:N style\nembedding:N", 2)),
+    ("(sks). sksfoo", ("( embedding:N ). sksfoo", 1)),
+    ("a cat", ("a cat embedding:N", 0)),
+    ("", ("embedding:N", 0)),
+])
+def test_llm_prompts_name_the_style_where_comfyui_reads_an_embedding(text, expected):
+    """Where ComfyUI's `embedding:` reading finds the reference: after whitespace, ended by whitespace or commas."""
+    assert reference_placeholders(text, "sks", "embedding:N") == expected
+
+
 def test_long_prompts_spill_into_a_second_chunk_like_comfyui():
     words = [[100 + i] for i in range(70)]
     out, _ = inject_style(prompt_chunks(*words[:60], PLACEHOLDER, *words[60:]), PLACEHOLDER, torch.randn(8, 4), SPECIAL)
@@ -104,6 +117,24 @@ def test_style_encoder_file_round_trip(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert loaded.config.preprocess == encoder.config.preprocess
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_a_qwen3_4b_head_is_one_more_head_in_format_1(tmp_path):
+    """The Klein encoder's head is keyed by Qwen3-4B's embedding key, 2560 wide; the file stays format 1."""
+    from safetensors import safe_open
+    encoder = build_style_encoder("klein", seed=5)
+    path = tmp_path / "enc.safetensors"
+    save_style_encoder(encoder, path)
+    with safe_open(str(path), framework="pt") as f:
+        metadata, names = f.metadata(), set(f.keys())
+    assert metadata["stylesmith.format_version"] == "1"
+    assert json.loads(metadata["stylesmith.heads"]) == {"qwen3_4b": 2560}
+    assert {"heads.qwen3_4b.weight", "heads.qwen3_4b.bias"} <= names
+    loaded = load_style_encoder(path)
+    with torch.no_grad():
+        tokens = loaded(torch.randn(2, 3, 64, 64))
+    assert set(tokens) == {"qwen3_4b"} and tokens["qwen3_4b"].shape == (2, 8, 2560)
+    assert 0.005 < tokens["qwen3_4b"].std() < 0.05, "tokens spread like the encoder's own token embeddings"
 
 
 def test_pickle_is_refused_without_being_unpickled(tmp_path):

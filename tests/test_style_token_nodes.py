@@ -204,8 +204,10 @@ def test_a_head_serves_every_clip_with_its_text_encoder(comfy_in_process, sd15):
 def test_sd1_encoder_on_an_sdxl_clip_names_both_families_and_widths(comfy_in_process):
     message = node_error(comfy_in_process, style_graph("sdxl", encoder_family="sd15"))
     assert "Token width mismatch" in message
-    for part in ("are for SD1.x", "the CLIP is SDXL", "clip_l 768", "no token head fits its clip_g 1280",
-                 "Load a style encoder trained for SDXL"):
+    for part in ("are for SD1.x, with heads for clip_l (CLIP-L, 768)", "this CLIP is SDXL's",
+                 "clip_g (CLIP-G, 1280)", "no head for clip_g.",
+                 "Load a style encoder with clip_g and clip_l heads (trained for SDXL)",
+                 "or use the CLIP of SD1.x."):
         assert part in message
 
 

@@ -1,7 +1,8 @@
 """Style tokens as a ComfyUI textual-inversion embedding (`embedding:NAME` in a prompt).
 
-SD1.x: one tensor `emb_params` (n_tokens, 768). SDXL: `clip_l` (n_tokens, 768) and
-`clip_g` (n_tokens, 1280), the keys ComfyUI's loader looks up per text encoder.
+SD1.x: one tensor `emb_params` (n_tokens, 768). Otherwise one tensor per text encoder under its ComfyUI embedding
+key, which ComfyUI's loader looks up per text encoder: SDXL `clip_l` (n_tokens, 768) and `clip_g` (n_tokens, 1280);
+Flux.2 Klein 4B and Z-Image `qwen3_4b` (n_tokens, 2560).
 Metadata: stylesmith.format = "embedding", stylesmith.format_version = "1", stylesmith.family.
 ComfyUI itself reads these files; `read_embedding` is StyleSmith's one reader (tests, trainers).
 """
@@ -9,6 +10,7 @@ import re
 
 import torch
 
+from ..families import FAMILIES, text_encoder
 from .safe_files import WeightFileError, read_safetensors, write_safetensors_atomic
 
 SINGLE_TENSOR_KEY = "emb_params"
@@ -32,7 +34,7 @@ def check_embedding_name(name: str) -> None:
 
 
 def save_embedding(vectors: dict[str, torch.Tensor], family: str, path) -> None:
-    """vectors: {"clip_l": (n, 768)} or {"clip_l": (n, 768), "clip_g": (n, 1280)}."""
+    """vectors: {embedding key: (n, width)}, e.g. {"clip_l": (n, 768)} or {"qwen3_4b": (n, 2560)}."""
     tensors = {SINGLE_TENSOR_KEY: vectors["clip_l"]} if set(vectors) == {"clip_l"} else dict(vectors)
     write_safetensors_atomic({k: v.float() for k, v in tensors.items()}, path,
                              {"stylesmith.format": "embedding", "stylesmith.format_version": "1",
@@ -43,6 +45,8 @@ def read_embedding(path) -> dict[str, torch.Tensor]:
     tensors, _ = read_safetensors(path, "embedding")
     if SINGLE_TENSOR_KEY in tensors:
         return {"clip_l": tensors[SINGLE_TENSOR_KEY]}
-    if not {"clip_l"} <= set(tensors):
-        raise WeightFileError(f"{path} holds {sorted(tensors)}, not an SD1 or SDXL embedding.")
+    unknown = sorted(k for k in tensors if text_encoder(k) is None)
+    if unknown or not tensors:
+        raise WeightFileError(f"{path} holds {sorted(tensors)}, not tensors keyed by text encoders StyleSmith knows "
+                              f"({', '.join(sorted({e.key for f in FAMILIES.values() for e in f.encoders}))}).")
     return tensors

@@ -8,12 +8,20 @@ encoder at its input, get position embeddings added and run through the frozen t
 With no placeholder in the prompt the vectors go at its end. Chunks are then re-formed with
 ComfyUI's own rule (a word of fewer than `max_word_length` entries never straddles two chunks),
 so the result equals what ComfyUI makes of an `embedding:` in the same place.
+
+That needs a tokenizer that gives every prompt word its own word id (CLIP's). The LLM encoders (Qwen3-4B of Flux.2
+Klein and Z-Image) wrap the prompt in a chat template and give the whole of it one word id, and their BPE merges a
+word with the space before it, so the placeholder's tokens cannot be found in the token list. For them the
+placeholder is replaced in the text by an `embedding:NAME` reference (`reference_placeholders`) that ComfyUI's own
+prompt reading resolves to the style vectors (comfy_adapter/style_prompt.py), so the tokens take the placeholder's
+place inside the template.
 """
+import re
 from dataclasses import dataclass
 
 import torch
 
-from ..families import display_name, family_of_text_encoders
+from ..families import display_name, families_using, families_with_text_encoders, names, text_encoder
 
 Entry = tuple  # (token: int | torch.Tensor, weight: float, word_id: int)
 
@@ -137,23 +145,52 @@ def inject_into_prompt(tokenize, text: str, vectors: dict[str, torch.Tensor], pl
     return injected
 
 
-def family_name(widths: dict[str, int]) -> str:
-    """"SD1.x" / "SDXL" from a CLIP's (or a style's) text encoders and widths."""
-    family = family_of_text_encoders(widths)
-    return family.display_name if family else "+".join(sorted(widths))
+def reference_placeholders(text: str, placeholder: str, reference: str) -> tuple[str, int]:
+    """`text` with every placeholder word (not part of a longer word) replaced by `reference` ("embedding:NAME"),
+    or with `reference` at its end when the placeholder is not there; returns (text, placeholders replaced).
+
+    ComfyUI reads `embedding:` only after whitespace and ends the name at whitespace (or at commas followed by
+    whitespace or the end), so a space is put before the reference where none is, and after it where anything
+    else follows: "of sks, at night" and "of sks" stay as a user would type them with `embedding:NAME`, while
+    "(sks)" becomes "( embedding:NAME )" instead of a name ComfyUI would not find.
+    """
+    def spaced(match: re.Match) -> str:
+        before = "" if match.start() == 0 or text[match.start() - 1].isspace() else " "
+        after = "" if re.match(r",*(\s|$)", text[match.end():]) else " "
+        return f"{before}{reference}{after}"
+
+    if placeholder.strip():
+        replaced, count = re.subn(rf"(?<!\w){re.escape(placeholder)}(?!\w)", spaced, text)
+        if count:
+            return replaced, count
+    return f"{text}{' ' if text and not text[-1].isspace() else ''}{reference}", 0
 
 
-def check_widths(style_widths: dict[str, int], clip_widths: dict[str, int], family: str) -> None:
+def check_widths(style_widths: dict[str, int], clip_widths: dict[str, int], family: str, clip_family: str) -> None:
     """Refuse style tokens that lack a head for one of the CLIP's text encoders (same embedding key, same width),
-    naming both sides and the fix. A head belongs to a text encoder, not to a family: heads for encoders this CLIP
-    does not have are simply not used."""
-    missing = {k: w for k, w in clip_widths.items() if style_widths.get(k) != w}
+    naming the encoders on both sides and the fix. A head belongs to a text encoder, not to a family: heads for
+    encoders this CLIP does not have are simply not used. `family` is the one the style encoder was trained with,
+    `clip_family` the CLIP's."""
+    missing = sorted(k for k, w in clip_widths.items() if style_widths.get(k) != w)
     if not missing:
         return
 
-    def describe(widths):
-        return ", ".join(f"{k} {v}" for k, v in sorted(widths.items()))
+    def encoders(widths):
+        shown = []
+        for key, width in sorted(widths.items()):
+            known = text_encoder(key)
+            shown.append(f"{key} ({known.name}, {width})" if known else f"{key} ({width})")
+        return ", ".join(shown)
+
+    def heads(widths):
+        keys = sorted(widths)
+        return f"a {keys[0]} head" if len(keys) == 1 else f"{' and '.join(keys)} heads"
+
+    trained_for = families_with_text_encoders(clip_widths)
+    served = families_using(style_widths)
     raise ValueError(
-        f"Token width mismatch: the style tokens are for {display_name(family)} ({describe(style_widths)}) but the CLIP is "
-        f"{family_name(clip_widths)} ({describe(clip_widths)}), and no token head fits its {describe(missing)}. Load a "
-        f"style encoder trained for {family_name(clip_widths)}, or use the checkpoint family the encoder was trained for.")
+        f"Token width mismatch: the style tokens are for {display_name(family)}, with heads for "
+        f"{encoders(style_widths)}, but this CLIP is {display_name(clip_family)}'s, with {encoders(clip_widths)}: no "
+        f"head for {', '.join(missing)}. Load a style encoder with {heads(clip_widths)}"
+        + (f" (trained for {names(trained_for, 'or')})" if trained_for else "")
+        + (f", or use the CLIP of {names(served, 'or')}." if served else "."))

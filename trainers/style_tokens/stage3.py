@@ -98,7 +98,7 @@ def train(args) -> None:
     diffusion, precision = common.open_base_model(args, world)
     diffusion.allow_text_encoder_gradients()
     encoder = load_style_encoder(args.encoder).requires_grad_(True).to(world.device)
-    check_widths(encoder.config.heads, text_encoder_widths(diffusion.clip), encoder.config.family)
+    check_widths(encoder.config.heads, text_encoder_widths(diffusion.clip), encoder.config.family, diffusion.family)
     examples = dataset.examples
     steps = args.steps or max(1, math.ceil(args.epochs * len(examples) / (args.batch_size * world.world_size)))
     common.print_run_summary("Style tokens, stage 3: joint fine-tuning", args, {

@@ -1,0 +1,52 @@
+"""OSASIS structural codes on the DiT families: the flow ODE run backwards to t0 through the same nodes and the same
+fixed-point refinement as the DDIM path, decoded back to the input."""
+import pytest
+import torch
+
+from core import families
+from devkit.tiny_dit_models import SPLIT_MODELS
+
+from .test_dit_families import UNET_WEIGHT_DTYPE
+from .test_osasis_nodes import decode, encode, relative_error
+
+pytestmark = pytest.mark.hosts
+
+
+def load_split(comfy_in_process, family: str) -> dict:
+    spec = SPLIT_MODELS[family]
+    out = comfy_in_process.run({
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": spec.diffusion_model,
+                                                     "weight_dtype": UNET_WEIGHT_DTYPE[family]}},
+        "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": spec.text_encoder,
+                                                     "type": families.FAMILIES[family].comfy_clip_type}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse on a cliff at dawn", "clip": ["2", 0]}},
+    }, outputs_of=("1", "3"))
+    return {"model": out["1"][0], "z_content": out["3"][0]}
+
+
+@pytest.fixture(scope="module")
+def klein(comfy_in_process, tiny_split_model):
+    tiny_split_model("klein")
+    return load_split(comfy_in_process, "klein")
+
+
+@pytest.mark.family("klein")
+def test_flow_inversion_through_the_nodes_reconstructs_the_klein_latent(comfy_in_process, klein):
+    latent = {"samples": torch.randn(1, 128, 4, 4, generator=torch.Generator().manual_seed(0))}
+    refined = encode(comfy_in_process, klein, latent, iterations=12, t0=0.5, steps=20)
+    plain = encode(comfy_in_process, klein, latent, iterations=0, t0=0.5, steps=20)
+    assert refined.family == "klein" and len(refined.sigmas) == 11
+    assert relative_error(refined.code, latent["samples"]) > 0.3, "x_t0 must be a noisy code, not the input"
+    refined_error = relative_error(decode(comfy_in_process, klein, refined, mix=0.0), latent["samples"])
+    plain_error = relative_error(decode(comfy_in_process, klein, plain, mix=0.0), latent["samples"])
+    print(f"Klein reconstruction: refined {refined_error:.2e}, plain {plain_error:.2e}")
+    assert refined_error <= 1e-3, refined_error
+    assert plain_error > 10 * refined_error, (plain_error, refined_error)
+
+
+@pytest.mark.family("klein")
+def test_style_mixing_on_a_transformer_is_refused_by_name(comfy_in_process, klein):
+    latent = {"samples": torch.randn(1, 128, 4, 4, generator=torch.Generator().manual_seed(1))}
+    structure = encode(comfy_in_process, klein, latent, iterations=0, t0=0.2, steps=10)
+    with pytest.raises(ValueError, match="Flux.2 Klein 4B is a transformer: set mix to 0 or disconnect z_style"):
+        decode(comfy_in_process, klein, structure, mix=0.5, z_style=klein["z_content"])
