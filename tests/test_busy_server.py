@@ -55,7 +55,10 @@ def pixels(server, outputs: dict) -> list:
     return [server.fetch_image(ref) for node in sorted(outputs) for ref in outputs[node].get("images", [])]
 
 
-def loaded_models(server) -> list:
+def loaded_models(server, settle: dict) -> list:
+    """The models ComfyUI holds loaded after `settle` ran: which are held depends on the last graph (a model whose
+    loader output left ComfyUI's cache is let go), so each phase ends with the same graph before the list is read."""
+    assert server.run(settle, timeout=600).status == "success"
     return server.get_json("/stylesmith-harness/loaded-models")
 
 
@@ -100,9 +103,11 @@ def interrupt_when_running(server, targets: set, deadline: float) -> set:
 
 def test_busy_queue_with_cancellations_then_quiet_run(comfy_server):
     deadline = time.monotonic() + DEADLINE_S
-    for index in range(PROMPTS, PROMPTS + len(workflows())):     # warm-up: every workflow once, models loaded
+    warm_up = range(PROMPTS, PROMPTS + len(workflows()))
+    for index in warm_up:                                   # every workflow once, models loaded
         assert comfy_server.run(prompt(index), timeout=600).status == "success", index
-    models_after_warm_up, rss_after_warm_up = loaded_models(comfy_server), comfy_server.rss_bytes()
+    settle = prompt(warm_up[-1])
+    models_after_warm_up, rss_after_warm_up = loaded_models(comfy_server, settle), comfy_server.rss_bytes()
 
     ids = queue_busy(comfy_server)
     cancel = {ids[i] for i in CANCELLED}
@@ -114,7 +119,7 @@ def test_busy_queue_with_cancellations_then_quiet_run(comfy_server):
             assert result["status"] == "error" and "execution_interrupted" in result["events"], (index, result)
         else:
             assert result["status"] == "success", (index, result["events"].get("execution_error"))
-    models_after_busy = loaded_models(comfy_server)
+    models_after_busy = loaded_models(comfy_server, settle)
 
     for index in sorted(set(range(PROMPTS)) - set(CANCELLED)):     # the same prompts, one at a time
         quiet = finished(comfy_server, comfy_server.queue(prompt(index))[0], deadline)
@@ -130,5 +135,5 @@ def test_busy_queue_with_cancellations_then_quiet_run(comfy_server):
 
     assert growth < 0.05, f"server RSS grew {growth:.1%} (from {rss_after_warm_up / 2**20:.0f} MiB)"
     assert models_after_busy == models_after_warm_up
-    assert loaded_models(comfy_server) == models_after_warm_up
+    assert loaded_models(comfy_server, settle) == models_after_warm_up
     assert comfy_server.process.poll() is None

@@ -4,12 +4,14 @@ ComfyUI's own API (/system_stats) tells memory, not which models are loaded; the
 (tests/test_busy_server.py) compares this list before and after a queue with cancellations. Registered only in a
 server process (the in-process harness has no PromptServer).
 """
+import gc
 import sys
 
 import comfy.model_management
 
 
 def loaded_models() -> list[str]:
+    gc.collect()                          # models held only by a reference cycle are let go first
     found = []
     for loaded in comfy.model_management.current_loaded_models:
         patcher = loaded.model            # None once ComfyUI has let the model go (a weak reference on newer hosts)
