@@ -13,6 +13,7 @@ from ..core.osasis.decode import StructuralCode, osasis_decode, schedule_differe
 from ..core.osasis.mixing import blend_contexts, level_of, style_weights
 from ..core.osasis.semantics import DEFAULT_PLACEHOLDER, DEFAULT_TEMPLATE, describe_code
 from .checks import (
+    checked_image,
     require_finite_conditioning,
     require_finite_inputs,
     require_finite_output,
@@ -71,6 +72,9 @@ class OsasisStyleLoader(io.ComfyNode):
         info = (f"{style_name}: {display_name(style.family)}, trained at t0={style.t0}, "
                 f"{style.steps} {style.scheduler} steps, SPN weight {style.spn_weight}; semantic code: "
                 f"{describe_code(style.semantic)}")
+        if not thumbnails:
+            info += ("; this file holds no reference pictures, so the reference output is a black 64x64 image "
+                     "(the trainer stores them: train again, or keep using the style without them)")
         return io.NodeOutput(style, reference, info, ui={"text": [info]})
 
 
@@ -148,7 +152,7 @@ class OsasisSemanticEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, clip, template, placeholder, style_encoder=None, clip_vision=None):
-        require_finite_tensor("The image", image, "load it again, or check the node that made it.")
+        image = checked_image("OSASIS Semantic Encode", image)
         if style_encoder is not None:
             z_sem = encode_with_style(clip, template, image_to_style_tokens(style_encoder, image), placeholder)
         elif clip_vision is None:

@@ -11,7 +11,7 @@ from ..comfy_adapter.v3 import io
 from ..core.data.image_preprocess import preprocess
 from ..core.style_tokens.tokens import StyleTokens
 from ..core.style_tokens.injection import check_widths
-from .checks import require_finite_conditioning, require_finite_inputs
+from .checks import checked_image, require_finite_conditioning, require_finite_inputs
 
 CATEGORY = "StyleSmith/style tokens"
 FOLDER = "style_encoders"
@@ -101,7 +101,7 @@ class ImageToStyleTokens(io.ComfyNode):
 
     @classmethod
     def execute(cls, style_encoder, image, batch_mode):
-        tokens = image_to_style_tokens(style_encoder, image)
+        tokens = image_to_style_tokens(style_encoder, checked_image("Image to Style Tokens", image))
         return io.NodeOutput(tokens.averaged() if batch_mode == "average" else tokens)
 
 

@@ -149,6 +149,8 @@ def test_server_names_the_problem_and_stays_up(case, bad_files_on_server):
     assert result.status == "error", f"{case}: the prompt did not fail"
     shown = json.dumps(result.error).replace('\\"', '"')
     assert message in shown, result.error
+    if "exception_type" in result.error:     # the UI shows the class name alone, not the pack's module path
+        assert result.error["exception_type"].isidentifier(), result.error["exception_type"]
     if case.startswith("missing"):   # the same words on every host (from 0.8 the host checks file lists itself)
         assert "Put it there and refresh." in shown and "Value not in list" not in shown, result.error
     assert bad_files_on_server.process.poll() is None, "the server died"
@@ -216,8 +218,10 @@ def tokens(host, s, image):
 
 
 NODE_CASES = {
-    "NaN image": (lambda h, s: tokens(h, s, torch.full((1, 16, 16, 3), float("nan"))), "NaN or inf values"),
-    "inf image": (lambda h, s: tokens(h, s, torch.full((1, 16, 16, 3), float("inf"))), "NaN or inf values"),
+    "NaN image": (lambda h, s: tokens(h, s, torch.full((1, 16, 16, 3), float("nan"))),
+                  "Image to Style Tokens: the image holds 768 NaN or infinite pixel value(s)"),
+    "image with one inf pixel to Image to Style Tokens": (lambda h, s: tokens(h, s, one_inf(torch.rand(1, 16, 16, 3))),
+                                                         "Image to Style Tokens: the image holds 1 NaN or infinite"),
     "empty image batch": (lambda h, s: tokens(h, s, torch.zeros(0, 16, 16, 3)), "The IMAGE batch is empty"),
     "five-channel image": (lambda h, s: tokens(h, s, torch.zeros(1, 16, 16, 5)),
                            "An IMAGE with 5 channels cannot be read as a picture"),
@@ -242,7 +246,7 @@ NODE_CASES = {
                                   "The latent holds NaN or infinite values: the image it was encoded from"),
     "image with one inf pixel to Semantic Encode": (lambda h, s: call(
         h, "OsasisSemanticEncode", image=one_inf(torch.rand(1, 16, 16, 3)), clip=s["clip"], style_encoder=s["encoder"],
-        template="a", placeholder="sks"), "The image holds NaN or infinite values"),
+        template="a", placeholder="sks"), "OSASIS Semantic Encode: the image holds 1 NaN or infinite"),
     "style conditioning holding NaN (output check)": (lambda h, s: call(
         h, "ConcatStyle", conditioning=s["cond"], strength=1.0,
         style_conditioning=[[torch.full((1, 77, 768), float("nan")), {}]]),
@@ -251,6 +255,7 @@ NODE_CASES = {
     "embedding name of 300 characters": (lambda h, s: save_embedding(h, s, "x" * 300),
                                          "(300 characters) is not a usable embedding name"),
     "embedding name with a NUL": (lambda h, s: save_embedding(h, s, "a\x00b"), "is not a usable embedding name"),
+    "embedding name Windows reserves": (lambda h, s: save_embedding(h, s, "nul.style"), "Windows reserves NUL"),
     "embedding name already taken": (lambda h, s: [save_embedding(h, s, "stylesmith_taken") for _ in range(2)],
                                      "stylesmith_taken already exist(s) in"),
 }

@@ -1,6 +1,7 @@
 """OSASIS nodes on the real host: exact structural codes, the style file in the decode, mixing, prompts,
 interrupt, and bad input."""
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,6 +133,21 @@ def test_decode_warns_when_the_structure_was_not_made_on_the_styles_training_sch
         if warned:
             assert f"made at t0={made[0]:g} of {made[1]} normal steps" in said[0]
             assert "trained at t0=0.5 of 10 normal steps" in said[0] and "steps=10" in said[0]
+
+
+def test_loader_says_when_the_style_holds_no_reference_pictures(comfy_in_process, tiny_models_dir):
+    import folder_paths
+    from safetensors.torch import save_file
+    from core.formats.safe_files import read_safetensors
+    tensors, metadata = read_safetensors(tiny_models_dir / "osasis" / DEFAULT_OSASIS_STYLES["sd15"], "test file")
+    folder = Path(folder_paths.get_folder_paths("osasis")[0])
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v for k, v in tensors.items() if not k.startswith("reference.")},
+              str(folder / "no-pictures.safetensors"), metadata)
+    _, reference, info = comfy_in_process.node_classes["StyleSmithOsasisStyleLoader"].execute(
+        style_name="no-pictures.safetensors").result
+    assert "this file holds no reference pictures, so the reference output is a black 64x64 image" in info
+    assert reference.shape == (1, 64, 64, 3) and reference.max() == 0
 
 
 def test_mixing_and_prompt_steer_the_decode_and_inputs_stay_untouched(comfy_in_process, sd15):

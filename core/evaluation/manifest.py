@@ -11,11 +11,13 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import UserError
+
 MANIFEST_NAME = "manifest.jsonl"
 REQUIRED = ("method", "image", "prompt", "reference")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest is missing, empty or malformed, or names files that are not there."""
 
 

@@ -17,6 +17,8 @@ SINGLE_TENSOR_KEY = "emb_params"
 # ComfyUI reads `embedding:NAME` up to the next space and strips trailing commas; parentheses and colons are prompt
 # weighting syntax. So a usable name is letters, digits, '_', '-' and '.', not starting with '.', at most 100 long.
 USABLE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+# Names Windows reserves for devices, with any extension ("nul.style.safetensors" opens the NUL device there).
+WINDOWS_RESERVED = re.compile(r"(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\..*)?", re.IGNORECASE)
 
 
 def check_embedding_name(name: str) -> None:
@@ -26,6 +28,9 @@ def check_embedding_name(name: str) -> None:
         raise ValueError(f"{shown!r} ({len(name)} characters) is not a usable embedding name: `embedding:NAME` in a "
                          "prompt needs 1 to 100 letters, digits, '_', '-' or '.', not starting with '.' (no spaces, "
                          "slashes, colons or parentheses).")
+    if WINDOWS_RESERVED.fullmatch(name):
+        raise ValueError(f"{name!r} is not a usable embedding name: Windows reserves {name.split('.')[0].upper()} "
+                         "for a device, so the file could not be written or shared there. Pick another name.")
 
 
 def save_embedding(vectors: dict[str, torch.Tensor], family: str, path) -> None:

@@ -8,7 +8,9 @@ that records none, every real encoder, loads exactly as without this pack. The g
 
 It lives in the test and demo base directories only (devkit/paths.make_base_dir and scripts/setup.sh link it into
 custom_nodes as `StyleSmith-Harness`, next to the pack); the server harness and devkit/in_process.py load it as
-ComfyUI loads any pack. StyleSmith itself never imports it. It defines no nodes.
+ComfyUI loads any pack. StyleSmith itself never imports it. Its one node, HarnessImageValues (image_values.py), makes
+the out-of-range and non-finite IMAGEs a foreign node's bug would, for the server tests of the image rule; its one
+route, GET /stylesmith-harness/loaded-models (loaded_models.py), lists the models ComfyUI holds loaded.
 """
 import functools
 import importlib
@@ -19,7 +21,10 @@ from pathlib import Path
 
 import comfy.sd
 
-NODE_CLASS_MAPPINGS = {}
+from .image_values import HarnessImageValues
+from .loaded_models import register_route
+
+NODE_CLASS_MAPPINGS = {"HarnessImageValues": HarnessImageValues}
 _CORE_ALIAS = "stylesmith_harness_core"
 
 
@@ -59,3 +64,4 @@ def with_recorded_options(load_clip):
 
 
 comfy.sd.load_clip = with_recorded_options(comfy.sd.load_clip)
+register_route()
