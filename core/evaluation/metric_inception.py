@@ -2,7 +2,7 @@
 2015-12-05 graph, the network pytorch-fid, clean-fid and torchmetrics report with).
 
 Its weights file is torch-fidelity's `weights-inception-2015-12-05-6726825d.pth`, a plain state dict.
-torch-fidelity reads a given path with `torch.load(weights_only=False)`, so we read the file ourselves with
+torch-fidelity unpickles a given path without weights_only, so we read the file ourselves with
 weights_only=True (or safetensors) and hand torch-fidelity a re-saved copy holding only those tensors.
 Features are computed once per image; FID and KID are then torchmetrics' own computations on them.
 Images are resized to 299 px as torch-fidelity and the TensorFlow graph do (bilinear, no antialiasing):
