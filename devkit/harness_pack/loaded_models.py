@@ -1,9 +1,13 @@
 """GET /stylesmith-harness/loaded-models: the models ComfyUI holds loaded, as sorted "ClassName bytes" strings.
+POST /stylesmith-harness/release-free-memory: hands the C allocator's free pages back to the system (glibc's
+malloc_trim), so the process's resident size that follows counts memory in use, not memory freed and kept for reuse.
 
 ComfyUI's own API (/system_stats) tells memory, not which models are loaded; the busy-server test
 (tests/test_busy_server.py) compares this list before and after a queue with cancellations. Registered only in a
 server process (the in-process harness has no PromptServer).
 """
+import ctypes
+import ctypes.util
 import gc
 import sys
 
@@ -20,6 +24,17 @@ def loaded_models() -> list[str]:
     return sorted(found)
 
 
+def release_free_memory() -> bool:
+    """gc, then glibc's malloc_trim(0); False where the C library has no malloc_trim (not glibc)."""
+    gc.collect()
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
 def register_route() -> None:
     server = sys.modules.get("server")       # ComfyUI's main.py has made its PromptServer before loading packs
     instance = getattr(getattr(server, "PromptServer", None), "instance", None)
@@ -30,3 +45,7 @@ def register_route() -> None:
     @instance.routes.get("/stylesmith-harness/loaded-models")
     async def get_loaded_models(request):
         return web.json_response(loaded_models())
+
+    @instance.routes.post("/stylesmith-harness/release-free-memory")
+    async def post_release_free_memory(request):
+        return web.json_response({"trimmed": release_free_memory()})
