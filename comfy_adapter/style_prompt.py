@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import torch
 from safetensors.torch import save_file
 
-from .core_modules import families, token_injection
+from .core_modules import errors, families, token_injection
 from .families import text_encoder_tokenizers
 
 STYLE_EMBEDDING = "stylesmith_style_tokens_in_place"   # found before any user embedding: its folder comes first
@@ -31,6 +31,11 @@ def tokenize_with_style(clip, text: str, vectors: dict[str, torch.Tensor], place
     if all(families.text_encoder_kind(t.embedding_key) == "clip" for t in tokenizers.values()):
         return token_injection.inject_into_prompt(lambda t: clip.tokenize(t, return_word_ids=True), text, vectors,
                                                   placeholder)
+    unread = sorted(key for key, t in tokenizers.items() if t.embedding_directory is None)
+    if unread:
+        raise errors.UserValueError(
+            f"This ComfyUI builds the {', '.join(unread)} tokenizer without an embeddings folder, so it reads no "
+            "`embedding:` and style tokens cannot reach that text encoder (Z-Image on ComfyUI 0.3.75): update ComfyUI.")
     referenced, count = token_injection.reference_placeholders(text, placeholder, f"embedding:{STYLE_EMBEDDING}")
     with vectors_as_embedding(tokenizers.values(), vectors):
         tokens = clip.tokenize(referenced)
