@@ -29,6 +29,7 @@ import torch
 
 from comfy_adapter import versions
 from comfy_adapter.host import import_comfy, locate_comfyui
+from core.formats.atomic_files import write_text_atomic
 from core.formats.safe_files import file_sha256, write_safetensors_atomic
 
 BUILDER_VERSION = 3
@@ -160,9 +161,7 @@ def ensure_built(path: Path, recipe: dict, build) -> Path:
     started = time.perf_counter()
     build(path)
     # A new file replaces the stamp rather than rewriting it: the host lane's bases hard-link the pinned one's.
-    stamp_tmp = stamp_path.with_name(stamp_path.name + ".tmp")
-    stamp_tmp.write_text(json.dumps(dict(recipe, sha256=file_sha256(path)), indent=1))
-    os.replace(stamp_tmp, stamp_path)
+    write_text_atomic(stamp_path, "tiny model stamp", json.dumps(dict(recipe, sha256=file_sha256(path)), indent=1))
     print(f"[tiny_models] built {path} ({path.stat().st_size / 2**20:.1f} MiB) "
           f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return path
