@@ -101,6 +101,15 @@ FAMILIES = {
         latent_channels=16, latent_downscale=8, lora=LoraNaming("comfy"),
         comfy_model_configs=("ZImage",), comfy_text_encoder_models=("ZImageTEModel",),
         comfy_clip_type="lumina2", comfy_min_version=(0, 3, 75)),
+    # Flux.1 (dev, schnell and their fine-tunes) is ComfyUI's `Flux` config, which Flux.2's derives from: the context
+    # width tells them apart. It attends to T5-XXL's last hidden state and takes CLIP-L's pooled vector; its workflows
+    # load both files with DualCLIPLoader type flux. ComfyUI has served it since before 0.3.64.
+    "flux1": ModelFamily(
+        key="flux1", display_name="Flux.1", denoiser=TRANSFORMER,
+        encoders=(TextEncoder("clip_l", 768, "clip", "CLIP-L"), TextEncoder("t5xxl", 4096, "t5", "T5-XXL")),
+        pooled_from="clip_l", context_width=4096, latent_channels=16, latent_downscale=8, lora=LoraNaming("comfy"),
+        comfy_model_configs=("Flux",), comfy_text_encoder_models=("FluxClipModel",),
+        comfy_clip_type="flux", comfy_min_version=(0, 3, 64)),
 }
 
 
@@ -110,8 +119,8 @@ def names(families, conjunction: str) -> str:
     return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} {conjunction} {shown[-1]}"
 
 
-SUPPORTED = names(FAMILIES.values(), "and")          # "SD1.x, SDXL, Flux.2 Klein 4B and Z-Image"
-ANY_SUPPORTED = names(FAMILIES.values(), "or")       # "SD1.x, SDXL, Flux.2 Klein 4B or Z-Image"
+SUPPORTED = names(FAMILIES.values(), "and")          # "SD1.x, SDXL, Flux.2 Klein 4B, Z-Image and Flux.1"
+ANY_SUPPORTED = names(FAMILIES.values(), "or")       # "SD1.x, SDXL, Flux.2 Klein 4B, Z-Image or Flux.1"
 SINGLE_FILE = [f for f in FAMILIES.values() if f.checkpoint_marker]   # families with single-file checkpoints
 SPLIT_FILES = [f for f in FAMILIES.values() if not f.checkpoint_marker]
 
