@@ -101,7 +101,7 @@ def stock_encode(graph: dict, node: str, text: str) -> dict:
 def test_prompt_with_style_tokens_equals_stock_embedding_on_both_encoders(comfy_in_process, tiny_split_model):
     """Save Style as Embedding writes clip_l and t5xxl; the node's T5 context and CLIP-L pooled vector are
     bit-identical to stock CLIPTextEncode with `embedding:NAME` in the placeholder's place (mid-prompt, at the end,
-    absent), and the style changes both."""
+    absent), and the style changes both; Concat Style appends the encoded style rows to the T5 context."""
     tiny_split_model("flux1")
     name = "test_flux1_style"
     export = style_graph(PROMPTS[0])
@@ -126,6 +126,14 @@ def test_prompt_with_style_tokens_equals_stock_embedding_on_both_encoders(comfy_
         assert torch.equal(ours_extras["pooled_output"], stock_extras["pooled_output"]), ours_text
         assert not torch.equal(ours[:, :plain.shape[1]], plain), f"T5-XXL got no style: {ours_text}"
         assert not torch.equal(ours_extras["pooled_output"], plain_extras["pooled_output"]), f"CLIP-L: {ours_text}"
+    graph = stock_encode(style_graph(""), "6", "a lighthouse on a cliff")
+    graph["7"] = {"class_type": "StyleSmithConcatStyle", "inputs": {"conditioning": ["6", 0], "strength": 0.5,
+                                                                    "style_tokens": ["4", 0], "clip": ["1", 0]}}
+    out = comfy_in_process.run(graph, outputs_of=("5", "6", "7"))
+    (style, _), (text, text_extras), (joined, joined_extras) = out["5"][0][0], out["6"][0][0], out["7"][0][0]
+    assert joined.shape == (1, text.shape[1] + style.shape[1], 4096), "Concat Style appends the encoded style rows"
+    assert torch.equal(joined[:, :text.shape[1]], text) and torch.equal(joined[:, text.shape[1]:], style * 0.5)
+    assert torch.equal(joined_extras["pooled_output"], text_extras["pooled_output"])
 
 
 @pytest.mark.hosts
