@@ -4,7 +4,7 @@
     models/text_encoders/stylesmith-tiny-qwen3-4b.safetensors             CLIPLoader type flux2 (Klein) / lumina2 (Z-Image)
     models/text_encoders/stylesmith-tiny-{clip-l,t5xxl}.safetensors       DualCLIPLoader type flux (Flux.1)
     models/vae_approx/taef2_{encoder,decoder}.safetensors                 VAELoader "taef2" (Klein, 128 latent channels)
-    models/vae_approx/taef1_{encoder,decoder}.safetensors                 VAELoader "taef1" (Z-Image, Flux.1: 16 channels)
+    models/vae_approx/taef1_{encoder,decoder}.safetensors                 VAELoader "taef1" (Z-Image, Flux.1: 16)
 
 ComfyUI's own classes build every part from the configs below, which are in the form ComfyUI's detection reads off a
 file (comfy.model_detection.detect_unet_config), so the files are what its loaders detect as each family. What
@@ -80,7 +80,8 @@ class TinySplitModel:
         if len(self.text_encoders) == 1:
             return {"class_type": "CLIPLoader", "inputs": {"clip_name": self.text_encoder, "type": clip_type}}
         first, second = self.text_encoders
-        return {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": first, "clip_name2": second, "type": clip_type}}
+        return {"class_type": "DualCLIPLoader",
+                "inputs": {"clip_name1": first, "clip_name2": second, "type": clip_type}}
 
 
 SPLIT_MODELS = {

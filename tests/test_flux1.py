@@ -43,7 +43,8 @@ def test_flux1_needs_no_family_gate_but_its_tiny_files_need_a_host_that_reads_th
         "the tiny Flux.1 files need ComfyUI 0.9.2 or newer (Flux detection reads the head count off the file); this "
         "host is ComfyUI 0.3.75")
     assert unsupported_here("flux1", (0, 9, 2)) is None
-    assert unsupported_here("zimage", (0, 3, 64)) == "Z-Image needs ComfyUI 0.3.75 or newer; this host is ComfyUI 0.3.64"
+    assert unsupported_here("zimage", (0, 3, 64)) == ("Z-Image needs ComfyUI 0.3.75 or newer; this host is "
+                                                       "ComfyUI 0.3.64")
 
 
 @pytest.mark.hosts
@@ -112,7 +113,8 @@ def test_prompt_with_style_tokens_equals_stock_embedding_on_both_encoders(comfy_
     with safe_open(str(path), "pt") as f:
         assert sorted(f.keys()) == ["clip_l", "t5xxl"]
     for key, width in BOTH.items():
-        assert torch.equal(read_embedding(path)[key], saved["4"][0].tokens[key][0]) and width == saved["4"][0].tokens[key].shape[-1]
+        assert saved["4"][0].tokens[key].shape[-1] == width
+        assert torch.equal(read_embedding(path)[key], saved["4"][0].tokens[key][0])
     cases = [(text, text.replace("sks", f"embedding:{name}")) for text in PROMPTS]
     cases.append(("a photo of a cat", f"a photo of a cat embedding:{name}"))
     for ours_text, stock_text in cases:
