@@ -2,10 +2,12 @@
 right pair: the generated image against its prompt (clip_t), its style reference (style_clip, style_csd,
 style_tokens), its content image (content_lpips, content_clip), and each method's images against the real set
 (fid, kid). The references are not computed with the evaluation's loaders: CLIP, CSD and the style encoder are the
-modules the weight files were written from, LPIPS is the lpips package on the same trunk file, Inception is
-torch-fidelity's extractor on the same weights file. Each case has its own prompt, reference and content image, and
-the test first checks that the wrong pair (reference for content, another case's prompt, another method's images)
-would give a number outside the tolerance, so a swapped pair in the evaluation fails it."""
+modules the weight files were written from, LPIPS is the lpips package on the same trunk file, Inception features
+are torch-fidelity's extractor on the same weights file (FID and KID on them are the evaluation's torchmetrics
+formulas, which tests/test_evaluation_metrics.py checks against the textbook ones). Each case has its own prompt,
+reference and content image, and the test first checks that the wrong pair (reference for content, another case's
+prompt, the references or another method's images as a set) lands at least MARGIN tolerances away, so a swapped
+pair in the evaluation fails it. Tolerance: |got - expected| <= 1e-6 + 1e-5 |expected|."""
 import csv
 import json
 import math
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from PIL import Image
 
 from core.data.image_preprocess import Preprocess, preprocess
@@ -62,7 +65,7 @@ def generated(reference: Image.Image, content: Image.Image, noise: float, seed: 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """Three cases (own prompt, reference, content) x two methods; the last row has no content image; a separate
-    real set for FID/KID. Returns the folder, the manifest rows and the reference models."""
+    real set for FID/KID. Returns the folder, the manifest rows, the report's files and the reference models."""
     root = tmp_path_factory.mktemp("rows")
     rows = []
     for case, prompt in enumerate(PROMPTS):
@@ -86,7 +89,6 @@ def report(tmp_path_factory):
     encoder = build_style_encoder("sd15", seed=5)
     save_style_encoder(encoder, root / "encoder.safetensors")
     torch.save(random_inception_state(seed=6), root / WEIGHTS_FILE)
-    import torchvision
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(7)
         (root / "hub" / "checkpoints").mkdir(parents=True)
@@ -229,4 +231,4 @@ def test_fid_and_kid_are_each_methods_images_against_the_real_set(report, refere
         assert float(got["n"]) == len(mine)
         assert close(float(got["fid"]), expected_fid), (method, got["fid"], expected_fid)
         assert close(float(got["kid"]), expected_kid), (method, got["kid"], expected_kid)
-        assert close(float(got["kid_std"]), expected_kid_std)
+        assert close(float(got["kid_std"]), expected_kid_std)   # ~0: three images, so every subset is the whole set
