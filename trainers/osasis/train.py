@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from core.data.image_folder import load_image_file
+from core.families import get_family
 from core.lora.adapters import LoRASet
 from core.osasis.losses import to_signed
 from core.osasis.semantics import DEFAULT_PLACEHOLDER, DEFAULT_TEMPLATE, describe_code
@@ -224,8 +225,9 @@ def train(args) -> TrainResult:
                           args.inversion_iterations, args.loss_resolution, desc)
 
     torch.manual_seed(args.seed)
-    lora = LoRASet(diffusion.unet_module, UNET_TARGETS, args.rank, args.alpha).to(world.device)
-    spn = StructurePreservingNetwork(diffusion.unet.latent_format.latent_channels).to(world.device)
+    family = get_family(diffusion.family)
+    lora = LoRASet(diffusion.unet_module, family.lora.targets or UNET_TARGETS, args.rank, args.alpha).to(world.device)
+    spn = StructurePreservingNetwork(family.latent_channels).to(world.device)
     pool = ContentPool(diffusion, lora, args, invert)
     common.print_run_summary("OSASIS", args, {
         "base model": f"{common.base_model_file(args).name} ({diffusion.family})",
@@ -243,7 +245,8 @@ def train(args) -> TrainResult:
 
     def iteration(i: int) -> dict[str, float]:
         content = pool.batch(i, common.step_generator(args.seed, i, world.rank))
-        return reverse_iteration(loop, step_module, content, photo, sigmas, timesteps)
+        with diffusion.training():
+            return reverse_iteration(loop, step_module, content, photo, sigmas, timesteps)
 
     save = style_file_writer(args, diffusion, lora, spn, images, code.metadata, loop) if world.is_main else None
     history = loop.run(args.steps, iteration, "OSASIS", save)
