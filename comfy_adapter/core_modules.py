@@ -18,5 +18,5 @@ else:
     from core.sampling import ddim, gradient_checkpointing
     from core.style_tokens import injection as token_injection
 
-__all__ = ["checkpoint_family", "ddim", "errors", "families", "gradient_checkpointing", "osasis_mixing", "osasis_semantics", "safe_files",
-           "text_encoder_options", "token_injection"]
+__all__ = ["checkpoint_family", "ddim", "errors", "families", "gradient_checkpointing", "osasis_mixing", "osasis_semantics",
+           "safe_files", "text_encoder_options", "token_injection"]

@@ -97,7 +97,8 @@ class ComfyDiffusion:
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """IMAGE batch (N, H, W, 3) in [0, 1] -> the model's scaled latents (N, C, H/d, W/d), d the family's latent downscale."""
+        """IMAGE batch (N, H, W, 3) in [0, 1] -> the model's scaled latents (N, C, H/d, W/d), d the family's latent
+        downscale."""
         latents = torch.cat([self.vae.encode(images[i:i + 1]) for i in range(images.shape[0])])
         return self.unet.latent_format.process_in(latents.float()).to(self.device)
 
@@ -110,8 +111,9 @@ class ComfyDiffusion:
     def decode_latents(self, latents: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """Model-space latents -> IMAGE (N, H, W, 3) in [0, 1], differentiable (losses on decoded images).
 
-        With `size`, the latent is first resized to size / the family's latent downscale (8, or 16 for Klein), so the image comes out at size x size: CLIP
-        losses see 224 px anyway, and decoding at that size costs a fraction of the memory of 512 px.
+        With `size`, the latent is first resized to size / the family's latent downscale (8, or 16 for Klein), so the
+        image comes out at size x size: CLIP losses see 224 px anyway, and decoding at that size costs a fraction of
+        the memory of 512 px.
         """
         from einops import rearrange
         if size is not None and latents.shape[-1] * self.downscale != size:

@@ -120,3 +120,7 @@ def test_an_image_embedding_fills_the_slots_of_the_text_encoders_as_wide_as_it()
         image_embedding_code(torch.randn(1, 1024), FAMILIES["sdxl"])
     with pytest.raises(ValueError, match=r"\(ViT-L/14, 768\)"):
         image_embedding_code(vit_big_g, FAMILIES["sd15"])
+    for family in ("klein", "zimage"):
+        with pytest.raises(ValueError, match=f"{FAMILIES[family].display_name} encodes text with Qwen3-4B, an LLM: no "
+                                             "CLIP image embedding.*a style encoder with a qwen3_4b head"):
+            image_embedding_code(torch.randn(1, 2560), FAMILIES[family])

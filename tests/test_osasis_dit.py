@@ -20,7 +20,7 @@ def load_split(comfy_in_process, family: str) -> dict:
         "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": spec.text_encoder,
                                                      "type": families.FAMILIES[family].comfy_clip_type}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse on a cliff at dawn", "clip": ["2", 0]}},
-        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "thick oil paint, swirling strokes", "clip": ["2", 0]}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "thick oil paint, swirling", "clip": ["2", 0]}},
     }, outputs_of=("1", "3", "4"))
     return {"model": out["1"][0], "z_content": out["3"][0], "z_style": out["4"][0]}
 
@@ -53,6 +53,9 @@ def test_mixing_by_block_depth_sweeps_from_the_content_code_to_the_style_code(co
     content_only = decode(comfy_in_process, klein, structure, mix=0.0)
     style_only = decode(comfy_in_process, klein, structure, mix=0.0, z_content=klein["z_style"])
     mixed = {mix: decode(comfy_in_process, klein, structure, mix=mix, z_style=klein["z_style"]) for mix in (0, 0.5, 1)}
+    print(f"Klein mixing: style-only vs content-only {relative_error(style_only, content_only):.2e}, mix 1 vs "
+          f"style-only {relative_error(mixed[1], style_only):.2e}, mix 0.5 vs content-only "
+          f"{relative_error(mixed[0.5], content_only):.2e}, vs style-only {relative_error(mixed[0.5], style_only):.2e}")
     assert relative_error(style_only, content_only) > 1e-2, "the two codes must decode differently"
     assert torch.equal(mixed[0], content_only)
     assert relative_error(mixed[1], style_only) < 1e-6, relative_error(mixed[1], style_only)

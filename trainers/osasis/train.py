@@ -111,7 +111,7 @@ def parse_args(argv=None):
         p.error("OSASIS needs a semantic code z_sem for each image: pass --style-encoder (a models/style_encoders "
                 "file; its tokens in --template are z_sem) or --clip-vision (a models/clip_vision file as wide as a "
                 "text encoder of the checkpoint: ViT-L/14 for SD1.x; ViT-L/14 or ViT-bigG/14 for SDXL; its image "
-                "embedding is z_sem). One prompt for every image would give every image the same code.")
+                "embedding is z_sem; Flux.2 Klein and Z-Image take a style encoder only). One prompt for every image would give every image the same code.")
     for flag in ("resolution", "loss_resolution"):
         if getattr(args, flag) < 64 or getattr(args, flag) % 8:
             p.error(f"--{flag.replace('_', '-')} must be a multiple of 8, at least 64 (got {getattr(args, flag)})")
