@@ -5,6 +5,8 @@ x_t0 is the fixed noise. B's content loss (1.0 cross-domain + 0.5 in-domain, as 
 with no optimiser step, is taken for B = A (no LoRA, an untrained SPN) and for the trained LoRA and SPN: training
 must lower it.
 """
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from devkit.tiny_dit_models import SPLIT_MODELS
 from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
 from trainers.osasis.train import parse_args, train
 
+PARITY_CONTENT = "stylesmith-osasis-parity-content-klein.png"
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.family("klein")]
 
 
@@ -87,3 +90,43 @@ def test_klein_training_lowers_the_held_out_content_loss(trained):
     print(f"Klein OSASIS held-out content loss: before {before:.4f}, after {after:.4f}; "
           f"training total {[round(v, 4) for _, v in trained[1].history['total']]}")
     assert after < 0.98 * before, (before, after)
+
+
+def test_the_decode_node_reproduces_the_trainers_stylised_klein_latent(trained, osasis_images, comfy_in_process):
+    """Stock split loaders, Semantic Encode through Qwen3-4B, plain inversion, the written style file (its
+    diffusion_model.* LoRA through ComfyUI's LoRA patching) against the trainer's in-memory decode."""
+    from trainers.osasis.train import stylise
+    args, result = trained
+    spec = SPLIT_MODELS["klein"]
+    shutil.copyfile(osasis_images / "content" / "0.png", comfy_in_process.base_dir / "input" / PARITY_CONTENT)
+    folder = comfy_in_process.base_dir / "models" / "osasis"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(result.style_path, folder / "parity-klein.safetensors")
+    graph = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": spec.diffusion_model, "weight_dtype": "default"}},
+        "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": spec.text_encoder, "type": "flux2"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": spec.vae}},
+        "4": {"class_type": "StyleSmithStyleEncoderLoader", "inputs": {"encoder_name": DEFAULT_STYLE_ENCODERS["klein"]}},
+        "5": {"class_type": "LoadImage", "inputs": {"image": PARITY_CONTENT}},
+        "6": {"class_type": "VAEEncode", "inputs": {"pixels": ["5", 0], "vae": ["3", 0]}},
+        "7": {"class_type": "StyleSmithOsasisSemanticEncode",
+              "inputs": {"image": ["5", 0], "clip": ["2", 0], "style_encoder": ["4", 0],
+                         "template": args.template, "placeholder": args.placeholder}},
+        "8": {"class_type": "StyleSmithOsasisStructuralEncode",
+              "inputs": {"model": ["1", 0], "latent": ["6", 0], "z_content": ["7", 0], "t0": args.t0,
+                         "steps": args.ddim_steps, "scheduler": "normal", "inversion_iterations": 0}},
+        "9": {"class_type": "StyleSmithOsasisStyleLoader", "inputs": {"style_name": "parity-klein.safetensors"}},
+        "10": {"class_type": "StyleSmithOsasisDecode",
+               "inputs": {"model": ["1", 0], "structure": ["8", 0], "z_content": ["7", 0], "mix": 0.0,
+                          "spn_weight": args.spn_weight, "lora_strength": 1.0, "osasis_style": ["9", 0]}},
+    }
+    node_latent = comfy_in_process.run(graph, outputs_of=("10",))["10"][0]["samples"]
+    diffusion = result.diffusion
+    result.lora.attach()
+    ours = stylise(diffusion, result.lora, result.spn, result.content, result.sigmas, result.timesteps, args.spn_weight)
+    ours = diffusion.unet.latent_format.process_out(ours).cpu()
+    base = diffusion.unet.latent_format.process_out(result.content.clean).cpu()
+    print(f"Klein OSASIS node vs trainer: {((node_latent - ours).norm() / ours.norm()).item():.2e}, "
+          f"style's move {((ours - base).norm() / base.norm()).item():.2e}")
+    assert ((ours - base).norm() / base.norm()).item() > 1e-2, "the style must move the latent"
+    assert ((node_latent - ours).norm() / ours.norm()).item() <= 1e-3
