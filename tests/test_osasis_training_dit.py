@@ -31,7 +31,8 @@ def klein_argv(models, images, photo, out):
             "--style-photo", str(photo), "--content", str(images / "content"), "--style-encoder",
             str(models / "style_encoders" / DEFAULT_STYLE_ENCODERS["klein"]), "--output-dir", str(out),
             "--resolution", "64", "--ddim-steps", "4", "--inversion-iterations", "0", "--steps", "3",
-            "--lr", "1e-3", "--spn-lr", "1e-3", "--save-dtype", "fp32", "--batch-size", "1", "--no-resume"]
+            "--lr", "1e-3", "--spn-lr", "1e-3", "--save-dtype", "fp32", "--batch-size", "1", "--workers", "0",
+            "--no-resume"]
 
 
 def as_image(picture: Image.Image) -> torch.Tensor:
@@ -129,4 +130,4 @@ def test_the_decode_node_reproduces_the_trainers_stylised_klein_latent(trained, 
     print(f"Klein OSASIS node vs trainer: {((node_latent - ours).norm() / ours.norm()).item():.2e}, "
           f"style's move {((ours - base).norm() / base.norm()).item():.2e}")
     assert ((ours - base).norm() / base.norm()).item() > 1e-2, "the style must move the latent"
-    assert ((node_latent - ours).norm() / ours.norm()).item() <= 1e-3
+    assert ((node_latent - ours).norm() / ours.norm()).item() <= 1e-5
