@@ -1,5 +1,7 @@
-"""OSASIS one-shot style trainer (Cho et al., CVPR 2024), on an SD1.x / SDXL checkpoint: one style image
-in, one OSASIS style file out (models/osasis).
+"""OSASIS one-shot style trainer (Cho et al., CVPR 2024), on an SD1.x / SDXL checkpoint or Flux.2 Klein's split files:
+one style image in, one OSASIS style file out (models/osasis). The LoRA goes on the family's denoiser layers (the
+UNet's attention and MLP layers, kohya names; Klein's transformer blocks, `core/families.py` lora.targets, ComfyUI's
+`diffusion_model.*` names), the SPN on the family's latent channels (4; 128 for Klein).
 
     I_B^s  the style image                I_A^s  its photoreal counterpart (SDEdit with a photo prompt, or yours)
     I_A^c  content images (a folder, or generated from prompts by the checkpoint)
@@ -26,6 +28,8 @@ encoder of the losses, is --loss-encoder, else --clip-vision, else the style enc
         --output-dir out/
     python -m trainers.osasis.train --checkpoint sdxl.safetensors --style style.png --resolution 1024 \\
         --clip-vision models/clip_vision/clip_vit_l.safetensors --output-dir out/
+    python -m trainers.osasis.train --diffusion-model flux-2-klein-4b.safetensors --text-encoder qwen_3_4b.safetensors \\
+        --vae flux2-vae.safetensors --style style.png --style-encoder qwen3-4b-enc.safetensors --output-dir out/
 """
 import argparse
 import sys
