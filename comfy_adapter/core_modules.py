@@ -6,15 +6,17 @@ trainers, benchmarks and tests run from the repository root, where `core` is a t
 if "." in __package__:
     from ..core import errors, families
     from ..core.formats import checkpoint_family, safe_files, text_encoder_options
+    from ..core.osasis import mixing as osasis_mixing
     from ..core.osasis import semantics as osasis_semantics
     from ..core.sampling import ddim, gradient_checkpointing
     from ..core.style_tokens import injection as token_injection
 else:
     from core import errors, families
     from core.formats import checkpoint_family, safe_files, text_encoder_options
+    from core.osasis import mixing as osasis_mixing
     from core.osasis import semantics as osasis_semantics
     from core.sampling import ddim, gradient_checkpointing
     from core.style_tokens import injection as token_injection
 
-__all__ = ["checkpoint_family", "ddim", "errors", "families", "gradient_checkpointing", "osasis_semantics", "safe_files",
-           "text_encoder_options", "token_injection"]
+__all__ = ["checkpoint_family", "ddim", "errors", "families", "gradient_checkpointing", "osasis_mixing", "osasis_semantics",
+           "safe_files", "text_encoder_options", "token_injection"]

@@ -4,6 +4,7 @@ Trainers reach ComfyUI's models through this: model loading (comfy.sd), the mode
 prediction type (model_sampling / apply_model), its conditioning inputs (extra_conds), and
 preview sampling (comfy.sample). So trainer and nodes see exactly the same model.
 """
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -38,12 +39,27 @@ class ComfyDiffusion:
         import comfy.model_management
         self.model, self.clip, self.vae = model, clip, vae
         self.family = family_of_model(self.model).key
+        self.downscale = family_of_model(self.model).latent_downscale
         self.device = device
         comfy.model_management.load_models_gpu([self.model, self.clip.patcher], force_full_load=True)
         self.unet = self.model.model
         self.unet.requires_grad_(False)
         self.clip.cond_stage_model.requires_grad_(False)
         self.vae.first_stage_model.requires_grad_(False)
+
+    @contextmanager
+    def training(self):
+        """Back-propagation through the denoiser: ComfyUI's `in_training` switch, as its own training node sets it,
+        swaps fused kernels without a backward (comfy_kitchen's rotary embedding, which the DiTs use) for their
+        torch forms, the same values; restored on the way out."""
+        import comfy.model_management
+        clone_layer_norm_inputs(self.unet_module)    # Flux's blocks add to their streams in place, as CLIP's layers do
+        before = getattr(comfy.model_management, "in_training", False)
+        comfy.model_management.in_training = True
+        try:
+            yield
+        finally:
+            comfy.model_management.in_training = before
 
     @property
     def unet_module(self) -> torch.nn.Module:
@@ -77,34 +93,32 @@ class ComfyDiffusion:
         """ComfyUI's CLIP layers add to the residual stream in place (x += attn(ln1(x))); once a LoRA makes
         x require grad, autograd rejects that, because LayerNorm saved x. Feeding each LayerNorm a copy
         keeps its saved input intact; values are unchanged. Calling it again changes nothing."""
-        if getattr(self, "_text_encoder_gradients", False):
-            return
-        self._text_encoder_gradients = True
-        for module in self.text_encoder_module.modules():
-            if isinstance(module, torch.nn.LayerNorm):
-                module.register_forward_pre_hook(lambda m, args: (args[0].clone(),) + args[1:]
-                                                 if torch.is_grad_enabled() else None)
+        clone_layer_norm_inputs(self.text_encoder_module)
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """IMAGE batch (N, H, W, 3) in [0, 1] -> the model's scaled latents (N, C, H/8, W/8)."""
+        """IMAGE batch (N, H, W, 3) in [0, 1] -> the model's scaled latents (N, C, H/d, W/d), d the family's latent
+        downscale."""
         latents = torch.cat([self.vae.encode(images[i:i + 1]) for i in range(images.shape[0])])
         return self.unet.latent_format.process_in(latents.float()).to(self.device)
 
-    def encode_prompt(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cond, pooled), differentiable through any LoRA attached to the text encoder."""
-        out = self.clip.encode_from_tokens(self.clip.tokenize(text), return_pooled=True, return_dict=True)
-        return out["cond"].to(self.device), out["pooled_output"].to(self.device)
+    def encode_prompt(self, text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(cond, pooled), differentiable through any LoRA attached to the text encoder; pooled is None for a family
+        without a pooled vector (Flux.2 Klein, Z-Image)."""
+        return encoded(self, self.clip.encode_from_tokens(self.clip.tokenize(text), return_pooled=True,
+                                                          return_dict=True))
 
     def decode_latents(self, latents: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """Model-space latents -> IMAGE (N, H, W, 3) in [0, 1], differentiable (losses on decoded images).
 
-        With `size`, the latent is first resized to size/8, so the image comes out at size x size: CLIP
-        losses see 224 px anyway, and decoding at that size costs a fraction of the memory of 512 px.
+        With `size`, the latent is first resized to size / the family's latent downscale (8, or 16 for Klein), so the
+        image comes out at size x size: CLIP losses see 224 px anyway, and decoding at that size costs a fraction of
+        the memory of 512 px.
         """
         from einops import rearrange
-        if size is not None and latents.shape[-1] * 8 != size:
-            latents = torch.nn.functional.interpolate(latents, size=(size // 8, size // 8), mode="bilinear",
+        if size is not None and latents.shape[-1] * self.downscale != size:
+            side = size // self.downscale
+            latents = torch.nn.functional.interpolate(latents, size=(side, side), mode="bilinear",
                                                       align_corners=False)
         vae = self.vae.first_stage_model
         dtype = next(vae.parameters()).dtype
@@ -118,7 +132,7 @@ class ComfyDiffusion:
 
     def model_inputs(self, cond: torch.Tensor, pooled: torch.Tensor, latents: torch.Tensor) -> dict:
         """The UNet's conditioning kwargs as ComfyUI's sampler builds them (SDXL adds the `y` vector)."""
-        height, width = latents.shape[-2] * 8, latents.shape[-1] * 8
+        height, width = latents.shape[-2] * self.downscale, latents.shape[-1] * self.downscale
         conds = self.unet.extra_conds(cross_attn=cond, pooled_output=pooled, width=width, height=height,
                                       target_width=width, target_height=height, device=self.device, noise=latents)
         return {k: v.cond.to(self.device) for k, v in conds.items()}
@@ -165,7 +179,7 @@ class ComfyDiffusion:
     def sample_conditioned(self, conditions: list[tuple[torch.Tensor, torch.Tensor]], negative: str, size: int,
                            steps: int, seed: int, cfg: float = 7.0) -> torch.Tensor:
         """Preview images for (cond, pooled) pairs with ComfyUI's own sampler (euler, normal schedule)."""
-        empty = torch.zeros(1, self.unet.latent_format.latent_channels, size // 8, size // 8)
+        empty = torch.zeros(1, self.unet.latent_format.latent_channels, size // self.downscale, size // self.downscale)
         unconditional = self.encode_prompt(negative)
         return torch.cat([self._sample_image(c, unconditional, empty, steps, seed + i, cfg)
                           for i, c in enumerate(conditions)])
@@ -189,13 +203,31 @@ class ComfyDiffusion:
         return self.vae.decode(samples).float().cpu()
 
 
+def clone_layer_norm_inputs(module: torch.nn.Module) -> None:
+    """Feed every LayerNorm of `module` a copy of its input while gradients are on (see
+    ComfyDiffusion.allow_text_encoder_gradients); calling it again changes nothing."""
+    if getattr(module, "_stylesmith_layer_norm_copies", False):
+        return
+    module._stylesmith_layer_norm_copies = True
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.LayerNorm):
+            layer.register_forward_pre_hook(lambda m, args: (args[0].clone(),) + args[1:]
+                                            if torch.is_grad_enabled() else None)
+
+
 def encode_prompt_with_style(diffusion: ComfyDiffusion, text: str, vectors: dict[str, torch.Tensor],
                              placeholder: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(cond, pooled) with the style vectors in place of the placeholder, exactly as the prompt node
     encodes (the same core injection, the same ComfyUI encode); differentiable w.r.t. the vectors."""
     tokens = tokenize_with_style(diffusion.clip, text, vectors, placeholder)
-    out = diffusion.clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
-    return out["cond"].to(diffusion.device), out["pooled_output"].to(diffusion.device)
+    return encoded(diffusion, diffusion.clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True))
+
+
+def encoded(diffusion: ComfyDiffusion, out: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(cond, pooled) of ComfyUI's encode_from_tokens dict on the trainer's device; pooled None where the family has
+    no pooled vector."""
+    pooled = out.get("pooled_output")
+    return out["cond"].to(diffusion.device), None if pooled is None else pooled.to(diffusion.device)
 
 
 def open_checkpoint(checkpoint: Path, device: torch.device, comfyui: Path | None = None,

@@ -36,6 +36,8 @@ class LoraNaming:
     text_encoder_prefixes: tuple = ()    # one kohya prefix per text encoder, in text_encoders' order
     modelspec_architecture: str = ""     # modelspec.architecture of this family's LoRAs
     kohya_base_version: str = ""         # ss_base_model_version of this family's LoRAs
+    targets: str = ""                    # "comfy" style: regex of the adapted linear layers' module paths within
+                                         # diffusion_model (the transformer blocks' attention and MLP layers)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,9 @@ FAMILIES = {
     "klein": ModelFamily(
         key="klein", display_name="Flux.2 Klein 4B", denoiser=TRANSFORMER,
         encoders=(TextEncoder("qwen3_4b", 2560, "llm", "Qwen3-4B"),), pooled_from=None, context_width=7680,
-        latent_channels=128, latent_downscale=16, lora=LoraNaming("comfy"),
+        latent_channels=128, latent_downscale=16,
+        lora=LoraNaming("comfy", targets=r"^(double_blocks\.\d+\.(img|txt)_(attn\.(qkv|proj)|mlp\.[02])"
+                                         r"|single_blocks\.\d+\.linear[12])$"),
         comfy_model_configs=("Flux2",), comfy_text_encoder_models=("Flux2TEModel",),
         comfy_clip_type="flux2", comfy_min_version=(0, 9, 2)),
     # Z-Image is ComfyUI's Lumina 2 DiT at width 3840 (config `ZImage`, model `model_base.Lumina2`), reading Qwen3-4B's
@@ -98,7 +102,9 @@ FAMILIES = {
     "zimage": ModelFamily(
         key="zimage", display_name="Z-Image", denoiser=TRANSFORMER,
         encoders=(TextEncoder("qwen3_4b", 2560, "llm", "Qwen3-4B"),), pooled_from=None, context_width=2560,
-        latent_channels=16, latent_downscale=8, lora=LoraNaming("comfy"),
+        latent_channels=16, latent_downscale=8,
+        lora=LoraNaming("comfy", targets=r"^(layers|noise_refiner|context_refiner)\.\d+\."
+                                         r"(attention\.(qkv|out)|feed_forward\.w[123])$"),
         comfy_model_configs=("ZImage",), comfy_text_encoder_models=("ZImageTEModel",),
         comfy_clip_type="lumina2", comfy_min_version=(0, 3, 75)),
     # Flux.1 (dev, schnell and their fine-tunes) is ComfyUI's `Flux` config, which Flux.2's derives from: the context

@@ -4,6 +4,7 @@ import logging
 import torch
 
 from ..comfy_adapter import bridge
+from ..comfy_adapter.block_mixing import supports_block_mixing, with_block_mixing
 from ..comfy_adapter.clip_vision import clip_vision_code
 from ..comfy_adapter.families import family_of_clip, family_of_model
 from ..comfy_adapter.v3 import io
@@ -172,14 +173,16 @@ class OsasisDecode(io.ComfyNode):
             node_id="StyleSmithOsasisDecode", display_name="OSASIS Decode", category=CATEGORY,
             description="Decodes a structural code with the style's LoRA, adding its structure-preserving network at "
                         "each step, so the output keeps the input's structure. z_style drives the fine levels of the "
-                        "UNet and z_content the coarse ones (mix); a prompt steers the result.",
+                        "UNet (a transformer's late blocks) and z_content the coarse ones (early blocks) (mix); a "
+                        "prompt steers the result.",
             inputs=[
                 io.Model.Input("model", tooltip="The base MODEL the structural code was made with."),
                 StructureType.Input("structure", tooltip="From OSASIS Structural Encode."),
                 io.Conditioning.Input("z_content", tooltip="The input image's semantic code."),
                 io.Float.Input("mix", default=0.5, min=0.0, max=1.0, step=0.05,
                                tooltip="0: z_content everywhere; 1: z_style everywhere; between: z_style takes over "
-                                       "the UNet levels from the finest down."),
+                                       "the UNet levels from the finest down, or a transformer's blocks from the "
+                                       "last back."),
                 io.Float.Input("spn_weight", default=0.1, min=0.0, max=2.0, step=0.01,
                                tooltip="Weight of the structure-preserving network (paper: 0.1); 0 turns it off."),
                 io.Float.Input("lora_strength", default=1.0, min=-2.0, max=2.0, step=0.05,
@@ -215,12 +218,16 @@ class OsasisDecode(io.ComfyNode):
             timesteps = bridge.model_timesteps(model, structure.sigmas)
         positive = bridge.append_tokens(z_content, prompt[0][0]) if prompt else z_content
         if z_style is not None and mix > 0:
-            if not bridge.uses_unet(model):
-                raise ValueError(f"Mixing z_style into the decode works by UNet resolution level, and "
-                                 f"{display_name(family_of_model(model).key)} is a transformer: set mix to 0 or "
-                                 "disconnect z_style (mixing by transformer block depth is not built yet).")
             style = bridge.append_tokens(z_style, prompt[0][0]) if prompt else z_style
-            model = mixed_model(model, style[0][0], positive[0][0], mix, structure.code.shape[-2:])
+            blend_contexts(positive[0][0], style[0][0], 0.0)  # refuses mismatched token counts before sampling starts
+            if bridge.uses_unet(model):
+                model = mixed_model(model, style[0][0], mix, structure.code.shape[-2:])
+            elif supports_block_mixing(model):
+                model = with_block_mixing(model, style[0][0], mix)
+            else:
+                raise ValueError(f"Mixing z_style into the decode works by UNet level or by Flux block depth, and "
+                                 f"{display_name(family_of_model(model).key)} has neither: set mix to 0 or "
+                                 "disconnect z_style (README: deviations).")
         samples = bridge.run_step_rule(
             model, lambda x, s, eps, report: osasis_decode(x, s, eps, spn, clean, timesteps, spn_weight, report),
             structure.sigmas, positive, structure.code)
@@ -229,11 +236,10 @@ class OsasisDecode(io.ComfyNode):
         return io.NodeOutput({"samples": samples.cpu()}, ui={"text": warnings} if warnings else None)
 
 
-def mixed_model(model, style_context: torch.Tensor, content_context: torch.Tensor, mix: float, latent_size):
+def mixed_model(model, style_context: torch.Tensor, mix: float, latent_size):
     """MODEL whose cross-attention attends to z_content blended with z_style by resolution level."""
     levels = bridge.unet_levels(model)
     weights = style_weights(mix, levels)
-    blend_contexts(content_context, style_context, 0.0)  # refuses mismatched token counts before sampling starts
 
     def patch(n, context, value, extra_options):
         block = extra_options.get("block", ("input", 0))

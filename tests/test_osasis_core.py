@@ -6,7 +6,7 @@ import torch
 
 from core.families import FAMILIES
 from core.osasis.decode import add_structure
-from core.osasis.mixing import blend_contexts, level_of, style_weights
+from core.osasis.mixing import blend_contexts, block_style_weights, level_of, style_weights
 from core.osasis.semantics import image_embedding_code
 from core.formats.osasis_style_file import OsasisStyle, load_osasis_style, save_osasis_style
 from core.formats.safe_files import WeightFileError
@@ -24,6 +24,13 @@ def test_mixing_goes_from_all_content_to_all_style_finest_levels_first():
         assert all(a <= b for a, b in zip(weights, style_weights(min(1.0, mix + 0.1), 3)))
     with pytest.raises(ValueError, match=r"mix must be in \[0, 1\]"):
         style_weights(1.5, 4)
+
+
+def test_block_weights_give_the_style_the_last_blocks_first():
+    assert block_style_weights(0.0, 4) == [0.0] * 4 and block_style_weights(1.0, 4) == [1.0] * 4
+    assert block_style_weights(0.5, 4) == [0.0, 0.0, 1.0, 1.0]
+    assert block_style_weights(0.375, 4) == [0.0, 0.0, 0.5, 1.0]
+    assert block_style_weights(0.5, 2) == [0.0, 1.0]
 
 
 def test_level_of_an_attention_layer_follows_its_token_count():
@@ -113,3 +120,7 @@ def test_an_image_embedding_fills_the_slots_of_the_text_encoders_as_wide_as_it()
         image_embedding_code(torch.randn(1, 1024), FAMILIES["sdxl"])
     with pytest.raises(ValueError, match=r"\(ViT-L/14, 768\)"):
         image_embedding_code(vit_big_g, FAMILIES["sd15"])
+    for family in ("klein", "zimage"):
+        with pytest.raises(ValueError, match=f"{FAMILIES[family].display_name} encodes text with Qwen3-4B, an LLM: no "
+                                             "CLIP image embedding.*a style encoder with a qwen3_4b head"):
+            image_embedding_code(torch.randn(1, 2560), FAMILIES[family])

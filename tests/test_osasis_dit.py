@@ -7,7 +7,7 @@ from core import families
 from devkit.tiny_dit_models import SPLIT_MODELS
 
 from .test_dit_families import UNET_WEIGHT_DTYPE
-from .test_osasis_nodes import decode, encode, relative_error
+from .test_osasis_nodes import decode, encode, node, relative_error
 
 pytestmark = pytest.mark.hosts
 
@@ -20,8 +20,9 @@ def load_split(comfy_in_process, family: str) -> dict:
         "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": spec.text_encoder,
                                                      "type": families.FAMILIES[family].comfy_clip_type}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse on a cliff at dawn", "clip": ["2", 0]}},
-    }, outputs_of=("1", "3"))
-    return {"model": out["1"][0], "z_content": out["3"][0]}
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "thick oil paint, swirling", "clip": ["2", 0]}},
+    }, outputs_of=("1", "3", "4"))
+    return {"model": out["1"][0], "z_content": out["3"][0], "z_style": out["4"][0]}
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,26 @@ def test_flow_inversion_through_the_nodes_reconstructs_the_klein_latent(comfy_in
 
 
 @pytest.mark.family("klein")
-def test_style_mixing_on_a_transformer_is_refused_by_name(comfy_in_process, klein):
+def test_mixing_by_block_depth_sweeps_from_the_content_code_to_the_style_code(comfy_in_process, klein):
+    """mix 0 decodes with z_content alone, mix 1 with z_style alone (through the two-stream blocks), 0.5 between."""
     latent = {"samples": torch.randn(1, 128, 4, 4, generator=torch.Generator().manual_seed(1))}
-    structure = encode(comfy_in_process, klein, latent, iterations=0, t0=0.2, steps=10)
-    with pytest.raises(ValueError, match="Flux.2 Klein 4B is a transformer: set mix to 0 or disconnect z_style"):
-        decode(comfy_in_process, klein, structure, mix=0.5, z_style=klein["z_content"])
+    structure = encode(comfy_in_process, klein, latent, iterations=0, t0=0.6, steps=10)
+    content_only = decode(comfy_in_process, klein, structure, mix=0.0)
+    style_only = decode(comfy_in_process, klein, structure, mix=0.0, z_content=klein["z_style"])
+    mixed = {mix: decode(comfy_in_process, klein, structure, mix=mix, z_style=klein["z_style"]) for mix in (0, 0.5, 1)}
+    print(f"Klein mixing: style-only vs content-only {relative_error(style_only, content_only):.2e}, mix 1 vs "
+          f"style-only {relative_error(mixed[1], style_only):.2e}, mix 0.5 vs content-only "
+          f"{relative_error(mixed[0.5], content_only):.2e}, vs style-only {relative_error(mixed[0.5], style_only):.2e}")
+    assert relative_error(style_only, content_only) > 1e-2, "the two codes must decode differently"
+    assert torch.equal(mixed[0], content_only)
+    assert torch.equal(mixed[1], style_only), relative_error(mixed[1], style_only)
+    assert relative_error(mixed[0.5], content_only) > 1e-3 and relative_error(mixed[0.5], style_only) > 1e-3
+
+
+@pytest.mark.family("klein")
+def test_an_sd15_osasis_style_on_klein_names_both_families(comfy_in_process, klein):
+    from devkit.tiny_osasis_styles import DEFAULT_OSASIS_STYLES
+    style = node(comfy_in_process, "StyleLoader")(style_name=DEFAULT_OSASIS_STYLES["sd15"])[0]
+    structure = encode(comfy_in_process, klein, {"samples": torch.randn(1, 128, 4, 4)}, iterations=0, t0=0.2, steps=10)
+    with pytest.raises(ValueError, match="The OSASIS style is for SD1.x but the MODEL is Flux.2 Klein 4B"):
+        decode(comfy_in_process, klein, structure, osasis_style=style)

@@ -247,12 +247,16 @@ def make_optimizer(loras: nn.ModuleDict, args) -> torch.optim.Optimizer:
 
 
 def lora_tensors(diffusion, loras: nn.ModuleDict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """kohya-keyed tensors of every LoRA set ("unet", "text_encoder"; either)."""
+    """Tensors of every LoRA set ("unet", "text_encoder"; either), named as the family's LoRA files name layers:
+    kohya's names (SD1.x, SDXL), or ComfyUI's `diffusion_model.<module path>` (the DiT families)."""
     from comfy_adapter.kohya_names import text_encoder_names, unet_names
+    from core.families import get_family
     tensors = {}
     for part, lora_set in loras.items():
         if part == "text_encoder":
             names = text_encoder_names(diffusion.text_encoder_module, lora_set.names, diffusion.family)
+        elif get_family(diffusion.family).lora.style == "comfy":
+            names = {module: f"diffusion_model.{module}" for module in lora_set.names}
         else:
             names = unet_names(diffusion.unet, lora_set.names, diffusion.family)
         for module, kohya in names.items():

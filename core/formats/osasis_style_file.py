@@ -2,6 +2,7 @@
 
 Format `stylesmith.osasis_style`, version 1 (documented in docs/formats.md):
   tensors   lora_unet_<kohya name>.lora_down.weight / .lora_up.weight / .alpha   the style LoRA on the UNet
+            (SD1.x, SDXL); diffusion_model.<module path>.lora_down.weight / ... on the transformer (Flux.2 Klein)
             spn.<key>                       the structure-preserving network (core/osasis/spn.py)
             reference.style, reference.photo  uint8 (H, W, 3) thumbnails of the style image and of its
                                               photoreal counterpart
@@ -25,12 +26,14 @@ FORMAT = "osasis_style"
 FORMAT_VERSION = "1"
 WHAT = "OSASIS style"
 SPN_PREFIX = "spn."
+LORA_PREFIXES = ("lora_unet_", "diffusion_model.")   # kohya's names (SD1.x, SDXL), ComfyUI's (the DiT families)
 THUMBNAILS = ("style", "photo")
 
 
 @dataclass
 class OsasisStyle:
-    lora: dict[str, torch.Tensor]            # kohya-keyed UNet LoRA, as ComfyUI's LoRA loader takes it
+    lora: dict[str, torch.Tensor]            # the denoiser's LoRA, named as the family's LoRA files name layers
+                                             # (kohya or diffusion_model.*), as ComfyUI's LoRA loader takes it
     spn: StructurePreservingNetwork
     family: str
     t0: float
@@ -76,10 +79,10 @@ def load_osasis_style(path) -> OsasisStyle:
             raise WeightFileError(f"{path.name}: the structure-preserving network's tensors do not match its own config "
                                   f"{metadata['stylesmith.spn_config']}. The file is damaged; train or export it again.")
         spn.load_state_dict(own)
-        lora = {k: v for k, v in tensors.items() if k.startswith("lora_unet_")}
+        lora = {k: v for k, v in tensors.items() if k.startswith(LORA_PREFIXES)}
         if not lora:
-            raise WeightFileError(f"{path.name} holds no UNet LoRA (lora_unet_* tensors). The file is damaged; "
-                                  "train it again.")
+            raise WeightFileError(f"{path.name} holds no denoiser LoRA (lora_unet_* or diffusion_model.* tensors). The "
+                                  "file is damaged; train it again.")
         t0 = float(metadata["stylesmith.t0"])
         if not 0 < t0 <= 1:
             raise WeightFileError(f"{path.name} says t0 = {t0}, outside (0, 1]. The file is damaged; train it again.")

@@ -9,6 +9,12 @@ z_sem is a CONDITIONING, made one of two ways (trainer and nodes use the same, a
   encoder whose width it has (SD1.x's clip_l: ViT-L/14, 768; SDXL's clip_l: ViT-L/14, or clip_g: ViT-bigG/14,
   1280) and, where the widths match, the pooled conditioning too. The other slots are zero, as ComfyUI's
   ConditioningZeroOut leaves an unused condition.
+
+On the DiT families (Flux.2 Klein, Z-Image) the text encoder is an LLM (Qwen3-4B): z_sem is the first way, the
+style encoder's tokens (a head for the family's encoder, `qwen3_4b`) in the template, inside the family's chat
+template, through the family's text encoder and its own read-out (Klein's three stacked hidden states, Z-Image's
+second-to-last), exactly as the SD path runs them through CLIP. The second way does not carry over: no CLIP image
+embedding lives in an LLM's input or hidden space, so `image_embedding_code` refuses it, naming the family.
 """
 import torch
 
@@ -23,6 +29,11 @@ def image_embedding_code(embeds: torch.Tensor, family: ModelFamily) -> tuple[tor
     if embeds.ndim != 2:
         raise ValueError(f"expected CLIP image embeddings of shape (batch, width); got {tuple(embeds.shape)}")
     width = embeds.shape[1]
+    llms = [e for e in family.encoders if e.kind == "llm"]
+    if llms:
+        raise ValueError(f"{family.display_name} encodes text with {llms[0].name}, an LLM: no CLIP image embedding "
+                         f"lives in its space, so a CLIP vision model cannot make its semantic code. Use a style "
+                         f"encoder with a {llms[0].key} head (Load Style Encoder; the trainer's --style-encoder).")
     if width not in family.text_encoders.values():
         slots = ", ".join(f"{name} {w}" for name, w in family.text_encoders.items())
         raise ValueError(f"The CLIP vision model gives {width}-wide image embeddings but {family.display_name}'s "

@@ -1,5 +1,7 @@
-"""OSASIS one-shot style trainer (Cho et al., CVPR 2024), on an SD1.x / SDXL checkpoint: one style image
-in, one OSASIS style file out (models/osasis).
+"""OSASIS one-shot style trainer (Cho et al., CVPR 2024), on an SD1.x / SDXL checkpoint or Flux.2 Klein's split files:
+one style image in, one OSASIS style file out (models/osasis). The LoRA goes on the family's denoiser layers (the
+UNet's attention and MLP layers, kohya names; Klein's transformer blocks, `core/families.py` lora.targets, ComfyUI's
+`diffusion_model.*` names), the SPN on the family's latent channels (4; 128 for Klein).
 
     I_B^s  the style image                I_A^s  its photoreal counterpart (SDEdit with a photo prompt, or yours)
     I_A^c  content images (a folder, or generated from prompts by the checkpoint)
@@ -26,6 +28,8 @@ encoder of the losses, is --loss-encoder, else --clip-vision, else the style enc
         --output-dir out/
     python -m trainers.osasis.train --checkpoint sdxl.safetensors --style style.png --resolution 1024 \\
         --clip-vision models/clip_vision/clip_vit_l.safetensors --output-dir out/
+    python -m trainers.osasis.train --diffusion-model flux-2-klein-4b.safetensors --text-encoder qwen_3_4b.safetensors \\
+        --vae flux2-vae.safetensors --style style.png --style-encoder qwen3-4b-enc.safetensors --output-dir out/
 """
 import argparse
 import sys
@@ -36,6 +40,7 @@ import torch
 from torch import nn
 
 from core.data.image_folder import load_image_file
+from core.families import get_family
 from core.lora.adapters import LoRASet
 from core.osasis.losses import to_signed
 from core.osasis.semantics import DEFAULT_PLACEHOLDER, DEFAULT_TEMPLATE, describe_code
@@ -110,7 +115,7 @@ def parse_args(argv=None):
         p.error("OSASIS needs a semantic code z_sem for each image: pass --style-encoder (a models/style_encoders "
                 "file; its tokens in --template are z_sem) or --clip-vision (a models/clip_vision file as wide as a "
                 "text encoder of the checkpoint: ViT-L/14 for SD1.x; ViT-L/14 or ViT-bigG/14 for SDXL; its image "
-                "embedding is z_sem). One prompt for every image would give every image the same code.")
+                "embedding is z_sem; Flux.2 Klein and Z-Image take a style encoder only). One prompt for every image would give every image the same code.")
     for flag in ("resolution", "loss_resolution"):
         if getattr(args, flag) < 64 or getattr(args, flag) % 8:
             p.error(f"--{flag.replace('_', '-')} must be a multiple of 8, at least 64 (got {getattr(args, flag)})")
@@ -224,8 +229,9 @@ def train(args) -> TrainResult:
                           args.inversion_iterations, args.loss_resolution, desc)
 
     torch.manual_seed(args.seed)
-    lora = LoRASet(diffusion.unet_module, UNET_TARGETS, args.rank, args.alpha).to(world.device)
-    spn = StructurePreservingNetwork(diffusion.unet.latent_format.latent_channels).to(world.device)
+    family = get_family(diffusion.family)
+    lora = LoRASet(diffusion.unet_module, family.lora.targets or UNET_TARGETS, args.rank, args.alpha).to(world.device)
+    spn = StructurePreservingNetwork(family.latent_channels).to(world.device)
     pool = ContentPool(diffusion, lora, args, invert)
     common.print_run_summary("OSASIS", args, {
         "base model": f"{common.base_model_file(args).name} ({diffusion.family})",
@@ -243,7 +249,8 @@ def train(args) -> TrainResult:
 
     def iteration(i: int) -> dict[str, float]:
         content = pool.batch(i, common.step_generator(args.seed, i, world.rank))
-        return reverse_iteration(loop, step_module, content, photo, sigmas, timesteps)
+        with diffusion.training():
+            return reverse_iteration(loop, step_module, content, photo, sigmas, timesteps)
 
     save = style_file_writer(args, diffusion, lora, spn, images, code.metadata, loop) if world.is_main else None
     history = loop.run(args.steps, iteration, "OSASIS", save)
