@@ -4,11 +4,12 @@ Trainers reach ComfyUI's models through this: model loading (comfy.sd), the mode
 prediction type (model_sampling / apply_model), its conditioning inputs (extra_conds), and
 preview sampling (comfy.sample). So trainer and nodes see exactly the same model.
 """
+import contextlib
 from pathlib import Path
 
 import torch
 
-from .core_modules import checkpoint_family, ddim, errors, gradient_checkpointing
+from .core_modules import checkpoint_family, ddim, errors, families, gradient_checkpointing
 from .families import family_of_model
 from .style_prompt import tokenize_with_style
 
@@ -67,23 +68,44 @@ class ComfyDiffusion:
         return self.unet.manual_cast_dtype or self.unet.get_dtype()
 
     def enable_gradient_checkpointing(self) -> int:
-        """Checkpoint the UNet's residual and transformer blocks; returns how many."""
-        from comfy.ldm.modules.attention import BasicTransformerBlock
-        from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
-        return gradient_checkpointing.checkpoint_blocks(self.unet_module,
-                                                        lambda m: isinstance(m, (BasicTransformerBlock, ResBlock)))
+        """Checkpoint the denoiser's blocks (a UNet's residual and transformer blocks, a DiT's transformer blocks:
+        the family's comfy_blocks, matched on the class or a base); returns how many."""
+        blocks = set(families.get_family(self.family).comfy_blocks)
+        return gradient_checkpointing.checkpoint_blocks(
+            self.unet_module, lambda m: any(c.__name__ in blocks for c in type(m).__mro__))
+
+    def release_text_encoder(self) -> None:
+        """Move the text encoder off the accelerator (its outputs are cached): an LLM encoder such as Qwen3-4B
+        is not kept beside the model being trained. A later encode_prompt loads it again."""
+        import comfy.model_management
+        comfy.model_management.unload_model_and_clones(self.clip.patcher)
+
+    @contextlib.contextmanager
+    def training(self):
+        """ComfyUI in training mode for the steps: its fused rope and norm kernels of the DiTs have no backward, and
+        `comfy.model_management.in_training` makes it take the differentiable ones (hosts without the flag have no
+        such kernels)."""
+        import comfy.model_management
+        before = getattr(comfy.model_management, "in_training", False)
+        comfy.model_management.in_training = True
+        try:
+            yield
+        finally:
+            comfy.model_management.in_training = before
 
     def allow_text_encoder_gradients(self) -> None:
         """ComfyUI's CLIP layers add to the residual stream in place (x += attn(ln1(x))); once a LoRA makes
-        x require grad, autograd rejects that, because LayerNorm saved x. Feeding each LayerNorm a copy
-        keeps its saved input intact; values are unchanged. Calling it again changes nothing."""
-        if getattr(self, "_text_encoder_gradients", False):
-            return
-        self._text_encoder_gradients = True
-        for module in self.text_encoder_module.modules():
-            if isinstance(module, torch.nn.LayerNorm):
-                module.register_forward_pre_hook(lambda m, args: (args[0].clone(),) + args[1:]
-                                                 if torch.is_grad_enabled() else None)
+        x require grad, autograd rejects that, because LayerNorm saved x (see `_copy_layer_norm_inputs`)."""
+        if not getattr(self, "_text_encoder_gradients", False):
+            self._text_encoder_gradients = True
+            _copy_layer_norm_inputs(self.text_encoder_module)
+
+    def allow_denoiser_gradients(self) -> None:
+        """The same for the denoiser: Flux's blocks add to their residual streams in place (img += ...) after a
+        LayerNorm of them, so a LoRA inside the blocks needs the LayerNorms fed copies."""
+        if not getattr(self, "_denoiser_gradients", False):
+            self._denoiser_gradients = True
+            _copy_layer_norm_inputs(self.unet_module)
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -91,10 +113,12 @@ class ComfyDiffusion:
         latents = torch.cat([self.vae.encode(images[i:i + 1]) for i in range(images.shape[0])])
         return self.unet.latent_format.process_in(latents.float()).to(self.device)
 
-    def encode_prompt(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cond, pooled), differentiable through any LoRA attached to the text encoder."""
+    def encode_prompt(self, text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(cond, pooled), differentiable through any LoRA attached to the text encoder; pooled is None for
+        families without a pooled vector (the DiTs)."""
         out = self.clip.encode_from_tokens(self.clip.tokenize(text), return_pooled=True, return_dict=True)
-        return out["cond"].to(self.device), out["pooled_output"].to(self.device)
+        pooled = out.get("pooled_output")
+        return out["cond"].to(self.device), None if pooled is None else pooled.to(self.device)
 
     def decode_latents(self, latents: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """Model-space latents -> IMAGE (N, H, W, 3) in [0, 1], differentiable (losses on decoded images).
@@ -118,43 +142,49 @@ class ComfyDiffusion:
 
     def model_inputs(self, cond: torch.Tensor, pooled: torch.Tensor, latents: torch.Tensor) -> dict:
         """The UNet's conditioning kwargs as ComfyUI's sampler builds them (SDXL adds the `y` vector)."""
-        height, width = latents.shape[-2] * 8, latents.shape[-1] * 8
+        downscale = families.get_family(self.family).latent_downscale
+        height, width = latents.shape[-2] * downscale, latents.shape[-1] * downscale
         conds = self.unet.extra_conds(cross_attn=cond, pooled_output=pooled, width=width, height=height,
                                       target_width=width, target_height=height, device=self.device, noise=latents)
         return {k: v.cond.to(self.device) for k, v in conds.items()}
 
     def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        """sigma(t) for t uniform over the model's discrete training timesteps."""
+        """sigmas drawn uniformly from the model's own table (model_sampling.sigmas): the discrete training
+        timesteps of SD1.x / SDXL, the shifted flow times of Klein and Z-Image."""
         ms = self.unet.model_sampling
-        return ms.sigma(torch.randint(0, len(ms.sigmas), (count,), generator=generator).float())
+        return ms.sigmas[torch.randint(0, len(ms.sigmas), (count,), generator=generator)].float()
 
-    def epsilon_loss(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor,
+    def epsilon_loss(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor | None,
                      generator: torch.Generator) -> torch.Tensor:
-        """DDPM objective ||eps - eps_theta(z_t, t, c)||^2, t uniform over the model's own timesteps.
-
-        eps is read back from ComfyUI's x0 prediction, so this holds for any prediction type.
-        """
+        """The model's own objective (see `_prediction_and_target`), sigma uniform over the model's own table."""
         n = latents.shape[0]
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         sigma = self.sample_sigmas(n, generator).to(latents)
-        eps = self._predicted_noise(latents, noise, sigma, cond.expand(n, -1, -1), pooled.expand(n, -1))
-        return torch.nn.functional.mse_loss(eps.float(), noise.float())
+        pooled = None if pooled is None else pooled.expand(n, -1)
+        predicted, target = self._prediction_and_target(latents, noise, sigma, cond.expand(n, -1, -1), pooled)
+        return torch.nn.functional.mse_loss(predicted.float(), target.float())
 
-    def epsilon_losses(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor,
+    def epsilon_losses(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor | None,
                        generators: list[torch.Generator]) -> torch.Tensor:
-        """The DDPM objective per item (N,), in one UNet pass over the batch; cond and pooled hold one row per item.
+        """The model's own objective per item (N,), in one denoiser pass over the batch; cond and pooled hold one
+        row per item.
 
         Item i's noise and t come from generators[i], drawn as `epsilon_loss` draws them for one item, so an
         item's loss does not depend on the batch it is in.
         """
         noise = torch.cat([torch.randn(latents[:1].shape, generator=g) for g in generators]).to(latents)
         sigma = torch.cat([self.sample_sigmas(1, g) for g in generators]).to(latents)
-        eps = self._predicted_noise(latents, noise, sigma, cond, pooled)
-        return (eps.float() - noise.float()).pow(2).flatten(1).mean(1)
+        predicted, target = self._prediction_and_target(latents, noise, sigma, cond, pooled)
+        return (predicted.float() - target.float()).pow(2).flatten(1).mean(1)
 
-    def _predicted_noise(self, latents, noise, sigma, cond, pooled) -> torch.Tensor:
+    def _prediction_and_target(self, latents, noise, sigma, cond, pooled) -> tuple[torch.Tensor, torch.Tensor]:
+        """(model prediction, its target) in the form (x_t - x0) / sigma, with x_t made by ComfyUI's own
+        model_sampling.noise_scaling: for an eps or v model (x_t = x0 + sigma * eps) that is the noise, the DDPM
+        objective; for a flow model (CONST: x_t = (1 - sigma) x0 + sigma * eps, Klein, Z-Image) it is the velocity
+        eps - x0, flow matching. The prediction is the same form of ComfyUI's x0 prediction."""
         noisy = self.unet.model_sampling.noise_scaling(sigma, noise, latents)
-        return self.eps(noisy, sigma, self.model_inputs(cond, pooled, latents))
+        target = ddim.eps_from_x0(noisy, latents, sigma.to(noisy))
+        return self.eps(noisy, sigma, self.model_inputs(cond, pooled, latents)), target
 
     @torch.no_grad()
     def sample(self, prompts: list[str], negative: str, size: int, steps: int, seed: int, cfg: float = 7.0) -> torch.Tensor:
@@ -187,6 +217,15 @@ class ComfyDiffusion:
                                       [[negative[0], {"pooled_output": negative[1]}]],
                                       latent, denoise=denoise, seed=seed, disable_pbar=True)
         return self.vae.decode(samples).float().cpu()
+
+
+def _copy_layer_norm_inputs(root: torch.nn.Module) -> None:
+    """Feed every LayerNorm under `root` a copy of its input while gradients are on: the input it saves for
+    backward stays intact when the caller then adds to that input in place. Values are unchanged."""
+    for module in root.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.register_forward_pre_hook(lambda m, args: (args[0].clone(),) + args[1:]
+                                             if torch.is_grad_enabled() else None)
 
 
 def encode_prompt_with_style(diffusion: ComfyDiffusion, text: str, vectors: dict[str, torch.Tensor],

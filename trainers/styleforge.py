@@ -12,11 +12,15 @@ with means over the items of a batch (c_inst,i: the instance prompt with item i'
 One component is StyleForge; several (e.g. characters and backgrounds, each with its own identifier,
 StyleRef and Aux sets) trained jointly are Multi-StyleForge.
 
-What is trained: the paper fine-tunes the whole UNet and text encoder; we train a LoRA on kohya's targets,
-so the file is what LoRA users expect: every Linear and 1x1 Conv2d of the UNet's transformers (attention
-q/k/v/out, feed-forward, proj_in/proj_out) and the text encoders' attention and MLP layers (on by default,
-at --text-encoder-lr, half of --lr unless given; --no-train-text-encoder freezes them). kohya keys, the
-identifiers in the metadata (docs/formats.md).
+What is trained: the paper fine-tunes the whole UNet and text encoder; we train a LoRA on the targets the
+family's LoRA users expect. SD1.x / SDXL: kohya's, every Linear and 1x1 Conv2d of the UNet's transformers
+(attention q/k/v/out, feed-forward, proj_in/proj_out) and the text encoders' attention and MLP layers (on by
+default, at --text-encoder-lr, half of --lr unless given; --no-train-text-encoder freezes them), kohya keys.
+Flux.2 Klein / Z-Image: the transformer blocks' attention and MLP linear layers (the family's lora.targets),
+ComfyUI-native `diffusion_model.<module>` keys; their text encoder is an LLM (Qwen3-4B), which stays frozen: its
+outputs are computed once per distinct prompt before training and the encoder is moved off the accelerator.
+The objective is the model's own, read off ComfyUI's model_sampling: eps prediction on SD, flow matching on the
+DiTs (comfy_adapter/diffusion.py). The identifiers and the family are in the metadata (docs/formats.md).
 
 Data (core/data/kohya_dataset.py): a set folder holds images, and optionally kohya repeat folders `N_name` whose
 images count N times per epoch, and `.txt` captions of the same stem. The prompt of an image:
@@ -32,6 +36,8 @@ Randomness (core/data/step_batches.py) is a function of (seed, step, item positi
 bit-identically, and N ranks with --batch-size B train what one rank with batch N*B trains.
 
     python -m trainers.styleforge --checkpoint sd15.safetensors --styleref refs/ --aux aux/ --output-dir out/
+    python -m trainers.styleforge --diffusion-model flux-2-klein-4b.safetensors --text-encoder qwen_3_4b.safetensors \\
+        --vae flux2-vae.safetensors --precision bf16 --gradient-checkpointing --styleref refs/ --aux aux/ --output-dir out/
     python -m trainers.styleforge --checkpoint sdxl.safetensors --output-dir out/ \\
         --component name=characters,identifier=zwx,class=style,styleref=chars/,aux=people/ \\
         --component name=backgrounds,identifier=qwv,class=style,styleref=bgs/,aux=places/
@@ -47,6 +53,8 @@ import torch
 from torch import nn
 
 from core.data.image_folder import DatasetError
+from core.errors import UserValueError
+from core.families import get_family
 from core.data.kohya_dataset import ImageItem, ImageSets, read_training_folder
 from core.lora.adapters import LoRASet
 from core.formats.lora_file import Component, write_lora
@@ -62,7 +70,7 @@ UNET_TARGETS = r"transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|
 KOHYA_UNET_TARGETS = UNET_TARGETS + r"|(^|\.)proj_(in|out)$"     # + the transformers' projections, as kohya
 TEXT_ENCODER_TARGETS = r"encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.fc[12])$"
 COMPONENT_KEYS = {"name", "identifier", "class", "styleref", "aux"}
-DEFAULT_RESOLUTION = {"sd15": 512, "sdxl": 1024}
+DEFAULT_RESOLUTION = {"sd15": 512}   # 1024 for every other family
 NEGATIVE_PREVIEW_PROMPT = "blurry, low quality"
 
 
@@ -102,10 +110,11 @@ def parse_args(argv=None):
     t.add_argument("--no-train-text-encoder", dest="train_text_encoder", action="store_false",
                    help="freeze the text encoder(s): UNet LoRA only")
     t.add_argument("--train-text-encoder", dest="train_text_encoder", action="store_true",
-                   help="the default, kept for older command lines")
+                   help="the default for CLIP text encoders (SD1.x, SDXL); refused for LLM encoders (Qwen3-4B of "
+                        "Flux.2 Klein and Z-Image), which stay frozen with their outputs cached")
     t.add_argument("--text-encoder-lr", type=float, help="learning rate of the text-encoder LoRA (default: --lr / 2)")
     t.add_argument("--save-dtype", choices=["fp16", "fp32"], default="fp16", help="dtype of the written LoRA")
-    p.set_defaults(train_text_encoder=True)
+    p.set_defaults(train_text_encoder=None)   # by family: see resolve_text_encoder_training
     s = p.add_argument_group("preview samples")
     s.add_argument("--sample-prompt", action="append", default=[],
                    help="extra preview prompt; the component's trigger is appended (default: a city street)")
@@ -133,6 +142,20 @@ def parse_args(argv=None):
     args.text_encoder_lr = args.text_encoder_lr or args.lr / 2
     args.sample_prompt = args.sample_prompt or ["a photo of a city street at night"]
     return args
+
+
+def resolve_text_encoder_training(args, family: str) -> None:
+    """Text-encoder LoRA: on by default for CLIP encoders, off for LLM encoders (family registry kind "llm"): a 4B
+    LLM trained beside the transformer doubles the memory, and LLM-encoder LoRAs are not what these families'
+    LoRAs carry. Asked for on such a family it is refused by name."""
+    spec = get_family(family)
+    llms = [e.name for e in spec.encoders if e.kind == "llm"]
+    if args.train_text_encoder and llms:
+        raise UserValueError(f"--train-text-encoder: {spec.display_name}'s text encoder {', '.join(llms)} is an LLM, "
+                             "which StyleForge keeps frozen (its outputs are cached once per prompt). Leave the flag "
+                             "out; the transformer's LoRA carries the style.")
+    if args.train_text_encoder is None:
+        args.train_text_encoder = not llms
 
 
 def names_word(text: str, word: str) -> bool:
@@ -188,8 +211,9 @@ class SetBatch:
 
 def stack_conditions(encoded: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     """One (cond, pooled) row per item. Prompts past 77 tokens make longer conds, joined as ComfyUI batches them
-    (comfy_adapter.batch_conditioning.join_conditionings)."""
-    return join_conditionings([cond for cond, _ in encoded]), torch.cat([pooled for _, pooled in encoded])
+    (comfy_adapter.batch_conditioning.join_conditionings). pooled is None for families without one."""
+    pooled = [pooled for _, pooled in encoded]
+    return join_conditionings([cond for cond, _ in encoded]), None if pooled[0] is None else torch.cat(pooled)
 
 
 class DualBindingLoss(nn.Module):
@@ -211,6 +235,20 @@ class DualBindingLoss(nn.Module):
                 self._prompt_cache[prompt] = self.diffusion.encode_prompt(prompt)
         return self._prompt_cache[prompt]
 
+    def cache_conditions(self, prompts: list[str]) -> int:
+        """With a frozen text encoder: encode every distinct prompt once, up front, then move the encoder off the
+        accelerator for the steps. Returns how many prompts were encoded."""
+        if self.train_text_encoder:
+            return 0
+        for prompt in dict.fromkeys(prompts):
+            self.condition(prompt)
+        self.diffusion.release_text_encoder()
+        return len(self._prompt_cache)
+
+    def training_prompts(self) -> list[str]:
+        return [d.prompt(kind, item.caption) for d in self.data
+                for kind, items in (("instance", d.styleref), ("prior", d.aux)) for item in items]
+
     def conditions(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         encoded = {prompt: self.condition(prompt) for prompt in dict.fromkeys(prompts)}
         return stack_conditions([encoded[prompt] for prompt in prompts])
@@ -229,9 +267,12 @@ class DualBindingLoss(nn.Module):
 
 
 def build_loras(diffusion, args) -> nn.ModuleDict:
-    unet = diffusion.unet_module
-    # SD1.x's proj_in / proj_out are 1x1 convolutions; kohya adapts them
-    loras = {"unet": LoRASet(unet, KOHYA_UNET_TARGETS, args.rank, args.alpha, pointwise_convs=True)}
+    unet, naming = diffusion.unet_module, get_family(diffusion.family).lora
+    if naming.style == "comfy":     # a DiT: its blocks' attention and MLP linear layers
+        diffusion.allow_denoiser_gradients()
+        loras = {"unet": LoRASet(unet, naming.targets, args.rank, args.alpha)}
+    else:                           # SD1.x's proj_in / proj_out are 1x1 convolutions; kohya adapts them
+        loras = {"unet": LoRASet(unet, KOHYA_UNET_TARGETS, args.rank, args.alpha, pointwise_convs=True)}
     if args.train_text_encoder:
         diffusion.allow_text_encoder_gradients()
         loras["text_encoder"] = LoRASet(diffusion.text_encoder_module, TEXT_ENCODER_TARGETS, args.rank, args.alpha)
@@ -247,7 +288,8 @@ def make_optimizer(loras: nn.ModuleDict, args) -> torch.optim.Optimizer:
 
 
 def lora_tensors(diffusion, loras: nn.ModuleDict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """kohya-keyed tensors of every LoRA set ("unet", "text_encoder"; either)."""
+    """LoRA tensors of every set ("unet", "text_encoder"; either), named as the family's LoRAs are: kohya names
+    (SD1.x, SDXL) or ComfyUI-native `diffusion_model.<module>` (the DiTs)."""
     from comfy_adapter.kohya_names import text_encoder_names, unet_names
     tensors = {}
     for part, lora_set in loras.items():
@@ -341,7 +383,8 @@ def lora_writer(diffusion, loras, data, args, loop: TrainingLoop, lora_path: Pat
 def train(args) -> TrainResult:
     world = common.init_distributed(args.device)
     diffusion, precision = common.open_base_model(args, world)
-    args.resolution = args.resolution or DEFAULT_RESOLUTION[diffusion.family]   # before the run's config is recorded
+    args.resolution = args.resolution or DEFAULT_RESOLUTION.get(diffusion.family, 1024)   # before the config is recorded
+    resolve_text_encoder_training(args, diffusion.family)
     data = load_components(args)
     common.print_run_summary("StyleForge" if len(data) == 1 else "Multi-StyleForge", args,
                              run_facts(diffusion, data, precision, args), world)
@@ -351,6 +394,7 @@ def train(args) -> TrainResult:
     loss_module = DualBindingLoss(diffusion, loras, data, args.prior_weight)
     pictures = world.is_main and args.sample_steps > 0 and loop.start < args.steps
     base_rows = preview_rows(diffusion, data, args, "without LoRA") if pictures else {}   # a resumed run's too
+    loss_module.cache_conditions(loss_module.training_prompts())
     for lora in loras.values():
         lora.attach()
     plan, batches = batch_stream(data, args, world, loop.start)
@@ -360,7 +404,8 @@ def train(args) -> TrainResult:
         micros = iter(micro_batches(diffusion, plan, i, next(batches)))
         return loop.accumulated_step(lambda: loss_module(next(micros)))
 
-    history = loop.run(args.steps, step, "StyleForge", lora_writer(diffusion, loras, data, args, loop, lora_path))
+    with diffusion.training():
+        history = loop.run(args.steps, step, "StyleForge", lora_writer(diffusion, loras, data, args, loop, lora_path))
     next(batches, None)   # every step's batch is taken: this ends the loader's workers
     if pictures:
         rows = {**base_rows, **preview_rows(diffusion, data, args, f"with LoRA, step {args.steps}")}
