@@ -40,8 +40,8 @@ def add_common_args(p: argparse.ArgumentParser, steps: int, lr: float, save_ever
                    "GPU, fp32 on the CPU)" if base_model else "bf16 on a GPU that has it, else fp32)"))
     if base_model:
         g.add_argument("--gradient-checkpointing", action="store_true",
-                       help="recompute the UNet's activations in backward: far less memory (SDXL at 1024 px), "
-                            "about a third more time")
+                       help="recompute the denoiser's blocks (UNet or transformer) in backward: far less memory "
+                            "(SDXL, Klein, Z-Image at 1024 px), about a third more time")
     g.add_argument("--seed", type=int, default=0, help="seed of everything random: same seed, same run")
     if save_every is not None:
         g.add_argument("--save-every", type=int, default=save_every, help="write a resumable checkpoint every N steps")
