@@ -11,6 +11,8 @@ from safetensors import safe_open
 
 from comfy_adapter.diffusion import ComfyDiffusion
 from core.errors import UserValueError
+from core.families import FAMILIES
+from core.lora.adapters import LoRASet
 from core.formats.lora_file import read_lora
 from devkit.example_inputs import content_image, style_reference
 from devkit.in_process import NodeExecutionError
@@ -99,6 +101,24 @@ def test_multi_styleforge_on_klein_loss_falls_on_the_held_out_check(klein_run):
     result.loras["unet"].attach()
     for d, b, a in zip(result.data, before, after):
         assert a < 0.9 * b, f"{d.component.name}: held-out flow-matching loss {b:.4f} -> {a:.4f}"
+
+
+def test_the_objective_is_flow_matching_read_off_the_models_sampling(klein_run):
+    """Klein's model_sampling is ComfyUI's CONST (x_t = (1 - sigma) x0 + sigma noise): the target is the velocity
+    noise - x0, and sigmas come from the model's own shifted table."""
+    import comfy.model_sampling
+    result, _, _ = klein_run
+    diffusion = result.diffusion
+    assert isinstance(diffusion.unet.model_sampling, comfy.model_sampling.CONST)
+    generator = torch.Generator().manual_seed(1)
+    latents, noise = torch.randn(2, 128, 4, 4, generator=generator), torch.randn(2, 128, 4, 4, generator=generator)
+    cond, pooled = diffusion.encode_prompt("a photo of style")
+    with torch.no_grad():
+        _, target = diffusion._prediction_and_target(latents, noise, torch.tensor([0.3, 0.8]),
+                                                     cond.expand(2, -1, -1), pooled)
+    torch.testing.assert_close(target, noise - latents, rtol=1e-5, atol=1e-5)
+    sigmas = diffusion.sample_sigmas(64, torch.Generator().manual_seed(2))
+    assert torch.isin(sigmas, diffusion.unet.model_sampling.sigmas.float()).all() and sigmas.max() <= 1
 
 
 def test_klein_lora_has_native_keys_and_records_its_family(klein_run):
@@ -198,12 +218,20 @@ def test_an_sd_lora_on_klein_is_refused_naming_both_families(comfy_in_process, t
 
 
 @pytest.mark.family("zimage")
-def test_a_klein_lora_on_zimage_is_refused_naming_both_families(klein_run, comfy_in_process, tiny_split_model):
+def test_zimage_layers_get_native_names_and_a_klein_lora_is_refused_naming_both(klein_run, comfy_in_process,
+                                                                                 tiny_split_model):
+    """Z-Image's targets: five linear layers per joint block, each with the name ComfyUI maps; our loader refuses a
+    Klein LoRA on it, before touching the CLIP."""
+    from comfy_adapter.kohya_names import unet_names
     result, _, _ = klein_run
-    tiny_split_model("zimage")
-    message = loader_error(comfy_in_process, SPLIT_MODELS["zimage"].diffusion_model,
-                           lora_file(comfy_in_process, result), "lumina2")
-    assert "is a LoRA for Flux.2 Klein 4B but the MODEL is Z-Image" in message
+    stock = comfy_in_process.node_classes
+    (model,) = stock["UNETLoader"]().load_unet(tiny_split_model("zimage").diffusion_model, "fp8_e4m3fn")
+    lora_set = LoRASet(model.model.diffusion_model, FAMILIES["zimage"].lora.targets, 1, 1.0)
+    blocks = [m for m in model.model.diffusion_model.modules() if type(m).__name__ == "JointTransformerBlock"]
+    assert len(lora_set.names) == 5 * len(blocks) > 0
+    assert unet_names(model.model, lora_set.names, "zimage") == {n: f"diffusion_model.{n}" for n in lora_set.names}
+    with pytest.raises(ValueError, match="is a LoRA for Flux.2 Klein 4B but the MODEL is Z-Image"):
+        stock["StyleSmithStyleForgeLoraLoader"].execute(model, None, lora_file(comfy_in_process, result), 1.0, 1.0)
 
 
 def lora_gradients(result) -> dict[str, torch.Tensor]:
