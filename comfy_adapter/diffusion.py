@@ -195,7 +195,8 @@ class ComfyDiffusion:
     def sample_conditioned(self, conditions: list[tuple[torch.Tensor, torch.Tensor]], negative: str, size: int,
                            steps: int, seed: int, cfg: float = 7.0) -> torch.Tensor:
         """Preview images for (cond, pooled) pairs with ComfyUI's own sampler (euler, normal schedule)."""
-        empty = torch.zeros(1, self.unet.latent_format.latent_channels, size // 8, size // 8)
+        side = size // families.get_family(self.family).latent_downscale
+        empty = torch.zeros(1, self.unet.latent_format.latent_channels, side, side)
         unconditional = self.encode_prompt(negative)
         return torch.cat([self._sample_image(c, unconditional, empty, steps, seed + i, cfg)
                           for i, c in enumerate(conditions)])
