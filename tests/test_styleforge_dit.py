@@ -157,7 +157,8 @@ def test_stock_lora_loader_loads_every_key_and_reproduces_the_trainers_model(kle
         result.loras["unet"].attach()
     (model,) = stock["UNETLoader"]().load_unet(KLEIN.diffusion_model, "default")
     with caplog.at_level(logging.WARNING):
-        (patched,) = stock["LoraLoaderModelOnly"]().load_lora_model_only(model, lora_file(comfy_in_process, result), 1.0)
+        (patched,) = stock["LoraLoaderModelOnly"]().load_lora_model_only(model, lora_file(comfy_in_process, result),
+                                                                         1.0)
     assert not [r.getMessage() for r in caplog.records if "lora key not loaded" in r.getMessage()]
     assert len(patched.patches) == len(tensors) // 3
     import comfy.model_management

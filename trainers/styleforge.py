@@ -37,7 +37,8 @@ bit-identically, and N ranks with --batch-size B train what one rank with batch 
 
     python -m trainers.styleforge --checkpoint sd15.safetensors --styleref refs/ --aux aux/ --output-dir out/
     python -m trainers.styleforge --diffusion-model flux-2-klein-4b.safetensors --text-encoder qwen_3_4b.safetensors \\
-        --vae flux2-vae.safetensors --precision bf16 --gradient-checkpointing --styleref refs/ --aux aux/ --output-dir out/
+        --vae flux2-vae.safetensors --precision bf16 --gradient-checkpointing \\
+        --styleref refs/ --aux aux/ --output-dir out/
     python -m trainers.styleforge --checkpoint sdxl.safetensors --output-dir out/ \\
         --component name=characters,identifier=zwx,class=style,styleref=chars/,aux=people/ \\
         --component name=backgrounds,identifier=qwv,class=style,styleref=bgs/,aux=places/
@@ -287,7 +288,8 @@ def run_facts(diffusion, data: list[ComponentData], precision, args) -> dict:
             "components": "; ".join(f"{d.component.name}: StyleRef '{d.instance_prompt}' {describe(d.styleref)}, "
                                     f"Aux '{d.class_prompt}' {describe(d.aux)}" for d in data),
             "buckets": ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(buckets.items())),
-            "text encoder": f"LoRA, lr {args.text_encoder_lr}" if args.train_text_encoder else "frozen",
+            "text encoder": f"LoRA, lr {args.text_encoder_lr}" if args.train_text_encoder
+            else "frozen, its outputs computed once per prompt",
             "precision": common.precision_summary(diffusion, precision)}
 
 
@@ -317,7 +319,7 @@ def lora_writer(diffusion, loras, data, args, loop: TrainingLoop, lora_path: Pat
 def train(args) -> TrainResult:
     world = common.init_distributed(args.device)
     diffusion, precision = common.open_base_model(args, world)
-    args.resolution = args.resolution or DEFAULT_RESOLUTION.get(diffusion.family, 1024)   # before the config is recorded
+    args.resolution = args.resolution or DEFAULT_RESOLUTION.get(diffusion.family, 1024)   # before config is kept
     resolve_text_encoder_training(args, diffusion.family)
     data = load_components(args)
     common.print_run_summary("StyleForge" if len(data) == 1 else "Multi-StyleForge", args,
