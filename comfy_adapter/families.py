@@ -56,5 +56,5 @@ def family_of_clip(clip) -> families.ModelFamily:
         types = ", ".join(f"{f.comfy_clip_type} for {f.display_name}" for f in families.SPLIT_FILES)
         raise errors.UserValueError(f"This CLIP's text encoders ({found}, ComfyUI's {model_class.__name__}) are not those of an "
                          f"{families.ANY_SUPPORTED} model. Use the CLIP of an {families.ANY_SUPPORTED} model; a "
-                         f"text-encoder file needs CLIPLoader's type of its family ({types}).")
+                         f"text-encoder file needs the CLIPLoader / DualCLIPLoader type of its family ({types}).")
     return family

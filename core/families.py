@@ -19,6 +19,9 @@ from dataclasses import dataclass
 UNET = "unet"                 # resolution levels with cross-attention to the text context (SD1.x, SDXL)
 TRANSFORMER = "transformer"   # a stack of blocks over image and text tokens (Flux, Z-Image)
 UNET_BLOCKS = ("BasicTransformerBlock", "ResBlock")
+# Flux.1's and Flux.2's transformers: the blocks, and the attention and MLP linear layers a LoRA adapts in them
+FLUX_BLOCKS = ("DoubleStreamBlock", "SingleStreamBlock")
+FLUX_TARGETS = r"^(double_blocks\.\d+\.(img|txt)_(attn\.(qkv|proj)|mlp\.[02])|single_blocks\.\d+\.linear[12])$"
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,9 @@ FAMILIES = {
         key="klein", display_name="Flux.2 Klein 4B", denoiser=TRANSFORMER,
         encoders=(TextEncoder("qwen3_4b", 2560, "llm", "Qwen3-4B"),), pooled_from=None, context_width=7680,
         latent_channels=128, latent_downscale=16,
-        lora=LoraNaming("comfy", targets=r"^(double_blocks\.\d+\.(img|txt)_(attn\.(qkv|proj)|mlp\.[02])"
-                                         r"|single_blocks\.\d+\.linear[12])$"),
+        lora=LoraNaming("comfy", targets=FLUX_TARGETS),
         comfy_model_configs=("Flux2",), comfy_text_encoder_models=("Flux2TEModel",),
-        comfy_clip_type="flux2", comfy_min_version=(0, 9, 2), comfy_blocks=("DoubleStreamBlock", "SingleStreamBlock")),
+        comfy_clip_type="flux2", comfy_min_version=(0, 9, 2), comfy_blocks=FLUX_BLOCKS),
     # Z-Image is ComfyUI's Lumina 2 DiT at width 3840 (config `ZImage`, model `model_base.Lumina2`), reading Qwen3-4B's
     # second-to-last hidden state. Added in ComfyUI 0.3.75. Its workflows load the encoder as CLIPLoader type lumina2.
     "zimage": ModelFamily(
@@ -110,6 +112,16 @@ FAMILIES = {
                                          r"(attention\.(qkv|out)|feed_forward\.w[123])$"),
         comfy_model_configs=("ZImage",), comfy_text_encoder_models=("ZImageTEModel",),
         comfy_clip_type="lumina2", comfy_min_version=(0, 3, 75), comfy_blocks=("JointTransformerBlock",)),
+    # Flux.1 (dev, schnell and their fine-tunes) is ComfyUI's `Flux` config, which Flux.2's derives from: the context
+    # width tells them apart. It attends to T5-XXL's last hidden state and takes CLIP-L's pooled vector; its workflows
+    # load both files with DualCLIPLoader type flux. ComfyUI has served it since before 0.3.64.
+    "flux1": ModelFamily(
+        key="flux1", display_name="Flux.1", denoiser=TRANSFORMER,
+        encoders=(TextEncoder("clip_l", 768, "clip", "CLIP-L"), TextEncoder("t5xxl", 4096, "t5", "T5-XXL")),
+        pooled_from="clip_l", context_width=4096, latent_channels=16, latent_downscale=8,
+        lora=LoraNaming("comfy", targets=FLUX_TARGETS),
+        comfy_model_configs=("Flux",), comfy_text_encoder_models=("FluxClipModel",),
+        comfy_clip_type="flux", comfy_min_version=(0, 3, 64), comfy_blocks=FLUX_BLOCKS),
 }
 
 
@@ -119,8 +131,8 @@ def names(families, conjunction: str) -> str:
     return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} {conjunction} {shown[-1]}"
 
 
-SUPPORTED = names(FAMILIES.values(), "and")          # "SD1.x, SDXL, Flux.2 Klein 4B and Z-Image"
-ANY_SUPPORTED = names(FAMILIES.values(), "or")       # "SD1.x, SDXL, Flux.2 Klein 4B or Z-Image"
+SUPPORTED = names(FAMILIES.values(), "and")          # "SD1.x, SDXL, Flux.2 Klein 4B, Z-Image and Flux.1"
+ANY_SUPPORTED = names(FAMILIES.values(), "or")       # "SD1.x, SDXL, Flux.2 Klein 4B, Z-Image or Flux.1"
 SINGLE_FILE = [f for f in FAMILIES.values() if f.checkpoint_marker]   # families with single-file checkpoints
 SPLIT_FILES = [f for f in FAMILIES.values() if not f.checkpoint_marker]
 

@@ -3,14 +3,15 @@
 On an older host (the host lane runs 0.3.64 and 0.3.75) the test is skipped, never failed, with a reason that names
 the family's first ComfyUI version and the host's ("Flux.2 Klein 4B needs ComfyUI 0.9.2 or newer; this host is ComfyUI
 0.3.75"). The versions come from core/families.py (`comfy_min_version`) and the host's comfyui_version.py; setup.sh
-builds no tiny files for such a family there (devkit/tiny_dit_models.py). tests/conftest.py loads this plugin.
+builds no tiny files for such a family there (devkit/tiny_dit_models.py). A family whose tiny files need a newer
+ComfyUI than the family itself (Flux.1's) is skipped below that version too, saying so. tests/conftest.py loads this
+plugin.
 """
 import pytest
 
 from comfy_adapter import versions
-from core.families import get_family, unsupported_on_host
-
 from . import paths
+from .tiny_dit_models import unsupported_here
 
 
 def family_params(values, family_of) -> list:
@@ -29,6 +30,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         for mark in item.iter_markers("family"):
             host = host or versions.host_version(paths.comfyui_dir())
-            reason = unsupported_on_host(get_family(mark.args[0]), host)
+            reason = unsupported_here(mark.args[0], host)
             if reason is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))

@@ -12,7 +12,7 @@ from core.data.image_preprocess import Preprocess
 from core.style_tokens.encoder import StyleEncoder, StyleEncoderConfig
 from core.formats.style_encoder_file import save_style_encoder
 
-BUILT_FOR = ("sd15", "sdxl", "klein")   # one encoder per set of text encoders
+BUILT_FOR = ("sd15", "sdxl", "klein", "flux1")   # one encoder per set of text encoders
 DEFAULT_STYLE_ENCODERS = {family: f"stylesmith-tiny-style-encoder-{family}.safetensors" for family in BUILT_FOR}
 DEFAULT_STYLE_ENCODERS["zimage"] = DEFAULT_STYLE_ENCODERS["klein"]   # Z-Image encodes with Klein's Qwen3-4B
 AUTHORS_NORMALISATION = (0.5, 0.5, 0.5)

@@ -107,7 +107,7 @@ def tiny_split_model(tiny_models_dir):
     def files(family: str):
         spec = SPLIT_MODELS[family]
         needed = [tiny_models_dir / "diffusion_models" / spec.diffusion_model,
-                  tiny_models_dir / "text_encoders" / spec.text_encoder,
+                  *(tiny_models_dir / "text_encoders" / name for name in spec.text_encoders),
                   *(tiny_models_dir / "vae_approx" / f"{spec.vae}_{part}.safetensors" for part in ("encoder", "decoder"))]
         missing = [str(p) for p in needed if not p.is_file()]
         if missing:

@@ -44,7 +44,7 @@ def test_registry_tells_the_dit_families_apart():
     assert families.family_of_text_encoders({"clip_l": 768}) is F["sd15"]
     assert [f.key for f in families.families_using(qwen)] == ["klein", "zimage"]
     assert (F["klein"].latent_channels, F["klein"].latent_downscale, F["zimage"].latent_channels) == (128, 16, 16)
-    assert families.SUPPORTED == "SD1.x, SDXL, Flux.2 Klein 4B and Z-Image"
+    assert families.SUPPORTED == "SD1.x, SDXL, Flux.2 Klein 4B, Z-Image and Flux.1"
 
 
 def test_host_gate_names_the_family_and_both_versions():

@@ -3,6 +3,7 @@ left out), and a tiny-model comparison generated through the real ComfyUI host w
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,6 +178,11 @@ def test_tiny_model_comparison_generates_every_method_and_writes_the_report(tmp_
                for s in summary)
     generated = read_manifest(report / "generated")
     assert len(generated) == 6 and all(r.image.is_file() for r in generated)
+    # what the scores are computed against (tests/test_evaluation_rows.py checks each score on its pair): the case's
+    # own prompt, reference and content image, in the manifest and in scores.csv
+    case = ("a lighthouse on a cliff", (tmp_path / "style.png").resolve(), (tmp_path / "content.png").resolve())
+    assert all((r.prompt, r.reference.resolve(), r.content.resolve()) == case for r in generated)
+    assert all((r["prompt"], Path(r["reference"]).resolve(), Path(r["content"]).resolve()) == case for r in rows)
     page = files["html"].read_text()
     assert page.count("<img ") == 2 * 2 + 6      # reference and content row + one image per method and seed
     assert "ipadapter skipped" in page and "RANDOM WEIGHTS" in page

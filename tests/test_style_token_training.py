@@ -158,12 +158,27 @@ def test_knn_accuracy_and_the_retrieval_table(tmp_path, synthetic):
     assert knn_accuracy(clustered, ["a", "b", "c", "a", "b", "c"], k=1) == 0.0
     from core.formats.style_encoder_file import save_style_encoder
     from devkit.tiny_style_encoders import build_style_encoder
-    save_style_encoder(build_style_encoder("sd15", seed=1), tmp_path / "enc.safetensors")
+    encoder = build_style_encoder("sd15", seed=1)
+    save_style_encoder(encoder, tmp_path / "enc.safetensors")
     results = main(parse_args(["--data", str(synthetic), "--encoder", str(tmp_path / "enc.safetensors"), "--k", "1"]))
     assert set(results) == {"style encoder (tokens)", "raw backbone (pooled)", "Gram matrices", "chance"}
     assert results["chance"] == pytest.approx(1 / 3)
+    # the encoder's row, recomputed here: its tokens of each image (read with PIL), against that image's own label
+    import numpy as np
+    from PIL import Image
+    from core.data.image_preprocess import preprocess
+    entries = [json.loads(line) for line in synthetic.read_text().splitlines()]
+    images = torch.cat([torch.from_numpy(np.asarray(Image.open(synthetic.parent / e["image"]).convert("RGB"),
+                                                    dtype=np.float32) / 255)[None] for e in entries])
+    with torch.no_grad():
+        tokens = encoder(preprocess(images, encoder.config.preprocess))
+    features = torch.cat([tokens[head].flatten(1) for head in tokens], dim=1)
+    labels = [e["style"] for e in entries]
+    assert results["style encoder (tokens)"] == knn_accuracy(features, labels, k=1)
+    assert results["style encoder (tokens)"] != knn_accuracy(features, labels[1:] + labels[:1], k=1), \
+        "labels one image off would score the same: the check could not tell"
     rows = (tmp_path / "style_retrieval.csv").read_text().splitlines()
-    assert rows[0] == "features,knn@1 style accuracy" and len(rows) == 5
+    assert rows == ["features,knn@1 style accuracy"] + [f"{name},{value:.4f}" for name, value in results.items()]
 
 
 def test_stage1_batched_equals_one_image_at_a_time(tiny_checkpoint, synthetic, tmp_path):

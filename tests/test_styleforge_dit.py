@@ -272,8 +272,8 @@ def test_an_fp8_base_trains(tiny_models_dir, image_sets, klein_run, tmp_path):
 
 def test_text_encoder_lora_is_off_by_default_for_llm_encoders_and_refused_by_name(tmp_path):
     base = ["--checkpoint", "x.safetensors", "--styleref", "r", "--aux", "a", "--output-dir", str(tmp_path)]
-    for family, flag, expected in (("klein", [], False), ("zimage", [], False), ("sd15", [], True),
-                                   ("sdxl", ["--no-train-text-encoder"], False)):
+    for family, flag, expected in (("klein", [], False), ("zimage", [], False), ("flux1", [], False),
+                                   ("sd15", [], True), ("sdxl", ["--no-train-text-encoder"], False)):
         args = parse_args(base + flag)
         resolve_text_encoder_training(args, family)
         assert args.train_text_encoder is expected, family

@@ -145,17 +145,20 @@ def parse_args(argv=None):
 
 
 def resolve_text_encoder_training(args, family: str) -> None:
-    """Text-encoder LoRA: on by default for CLIP encoders, off for LLM encoders (family registry kind "llm"): a 4B
-    LLM trained beside the transformer doubles the memory, and LLM-encoder LoRAs are not what these families'
-    LoRAs carry. Asked for on such a family it is refused by name."""
+    """Text-encoder LoRA: on by default for the CLIP encoders of SD1.x / SDXL (kohya's te prefixes), off for LLM
+    encoders (family registry kind "llm"): a 4B LLM trained beside the transformer doubles the memory, and LLM-encoder
+    LoRAs are not what these families' LoRAs carry. Asked for where it is not written, it is refused by name."""
     spec = get_family(family)
     llms = [e.name for e in spec.encoders if e.kind == "llm"]
     if args.train_text_encoder and llms:
         raise UserValueError(f"--train-text-encoder: {spec.display_name}'s text encoder {', '.join(llms)} is an LLM, "
                              "which StyleForge keeps frozen (its outputs are cached once per prompt). Leave the flag "
                              "out; the transformer's LoRA carries the style.")
+    if args.train_text_encoder and not spec.lora.text_encoder_prefixes:
+        raise UserValueError(f"--train-text-encoder: StyleForge writes no text-encoder LoRA for {spec.display_name} "
+                             "(its LoRA names only the transformer's layers). Leave the flag out.")
     if args.train_text_encoder is None:
-        args.train_text_encoder = not llms
+        args.train_text_encoder = bool(spec.lora.text_encoder_prefixes) and not llms
 
 
 def names_word(text: str, word: str) -> bool:
