@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .core_modules import checkpoint_family, ddim, errors, gradient_checkpointing
+from .core_modules import checkpoint_family, ddim, errors, families, gradient_checkpointing
 from .families import family_of_model
 from .style_prompt import tokenize_with_style
 
@@ -83,11 +83,17 @@ class ComfyDiffusion:
         return self.unet.manual_cast_dtype or self.unet.get_dtype()
 
     def enable_gradient_checkpointing(self) -> int:
-        """Checkpoint the UNet's residual and transformer blocks; returns how many."""
-        from comfy.ldm.modules.attention import BasicTransformerBlock
-        from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
-        return gradient_checkpointing.checkpoint_blocks(self.unet_module,
-                                                        lambda m: isinstance(m, (BasicTransformerBlock, ResBlock)))
+        """Checkpoint the denoiser's blocks (a UNet's residual and transformer blocks, a DiT's transformer blocks:
+        the family's comfy_blocks, matched on the class or a base); returns how many."""
+        blocks = set(families.get_family(self.family).comfy_blocks)
+        return gradient_checkpointing.checkpoint_blocks(
+            self.unet_module, lambda m: any(c.__name__ in blocks for c in type(m).__mro__))
+
+    def release_text_encoder(self) -> None:
+        """Move the text encoder off the accelerator (its outputs are cached): an LLM encoder such as Qwen3-4B
+        is not kept beside the model being trained. A later encode_prompt loads it again."""
+        import comfy.model_management
+        comfy.model_management.unload_model_and_clones(self.clip.patcher)
 
     def allow_text_encoder_gradients(self) -> None:
         """ComfyUI's CLIP layers add to the residual stream in place (x += attn(ln1(x))); once a LoRA makes
@@ -138,37 +144,42 @@ class ComfyDiffusion:
         return {k: v.cond.to(self.device) for k, v in conds.items()}
 
     def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        """sigma(t) for t uniform over the model's discrete training timesteps."""
+        """sigmas drawn uniformly from the model's own table (model_sampling.sigmas): the discrete training
+        timesteps of SD1.x / SDXL, the shifted flow times of Klein and Z-Image."""
         ms = self.unet.model_sampling
-        return ms.sigma(torch.randint(0, len(ms.sigmas), (count,), generator=generator).float())
+        return ms.sigmas[torch.randint(0, len(ms.sigmas), (count,), generator=generator)].float()
 
-    def epsilon_loss(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor,
+    def epsilon_loss(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor | None,
                      generator: torch.Generator) -> torch.Tensor:
-        """DDPM objective ||eps - eps_theta(z_t, t, c)||^2, t uniform over the model's own timesteps.
-
-        eps is read back from ComfyUI's x0 prediction, so this holds for any prediction type.
-        """
+        """The model's own objective (see `_prediction_and_target`), sigma uniform over the model's own table."""
         n = latents.shape[0]
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         sigma = self.sample_sigmas(n, generator).to(latents)
-        eps = self._predicted_noise(latents, noise, sigma, cond.expand(n, -1, -1), pooled.expand(n, -1))
-        return torch.nn.functional.mse_loss(eps.float(), noise.float())
+        pooled = None if pooled is None else pooled.expand(n, -1)
+        predicted, target = self._prediction_and_target(latents, noise, sigma, cond.expand(n, -1, -1), pooled)
+        return torch.nn.functional.mse_loss(predicted.float(), target.float())
 
-    def epsilon_losses(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor,
+    def epsilon_losses(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor | None,
                        generators: list[torch.Generator]) -> torch.Tensor:
-        """The DDPM objective per item (N,), in one UNet pass over the batch; cond and pooled hold one row per item.
+        """The model's own objective per item (N,), in one denoiser pass over the batch; cond and pooled hold one
+        row per item.
 
         Item i's noise and t come from generators[i], drawn as `epsilon_loss` draws them for one item, so an
         item's loss does not depend on the batch it is in.
         """
         noise = torch.cat([torch.randn(latents[:1].shape, generator=g) for g in generators]).to(latents)
         sigma = torch.cat([self.sample_sigmas(1, g) for g in generators]).to(latents)
-        eps = self._predicted_noise(latents, noise, sigma, cond, pooled)
-        return (eps.float() - noise.float()).pow(2).flatten(1).mean(1)
+        predicted, target = self._prediction_and_target(latents, noise, sigma, cond, pooled)
+        return (predicted.float() - target.float()).pow(2).flatten(1).mean(1)
 
-    def _predicted_noise(self, latents, noise, sigma, cond, pooled) -> torch.Tensor:
+    def _prediction_and_target(self, latents, noise, sigma, cond, pooled) -> tuple[torch.Tensor, torch.Tensor]:
+        """(model prediction, its target) in the form (x_t - x0) / sigma, with x_t made by ComfyUI's own
+        model_sampling.noise_scaling: for an eps or v model (x_t = x0 + sigma * eps) that is the noise, the DDPM
+        objective; for a flow model (CONST: x_t = (1 - sigma) x0 + sigma * eps, Klein, Z-Image) it is the velocity
+        eps - x0, flow matching. The prediction is the same form of ComfyUI's x0 prediction."""
         noisy = self.unet.model_sampling.noise_scaling(sigma, noise, latents)
-        return self.eps(noisy, sigma, self.model_inputs(cond, pooled, latents))
+        target = ddim.eps_from_x0(noisy, latents, sigma.to(noisy))
+        return self.eps(noisy, sigma, self.model_inputs(cond, pooled, latents)), target
 
     @torch.no_grad()
     def sample(self, prompts: list[str], negative: str, size: int, steps: int, seed: int, cfg: float = 7.0) -> torch.Tensor:

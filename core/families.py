@@ -18,6 +18,10 @@ from dataclasses import dataclass
 
 UNET = "unet"                 # resolution levels with cross-attention to the text context (SD1.x, SDXL)
 TRANSFORMER = "transformer"   # a stack of blocks over image and text tokens (Flux, Z-Image)
+UNET_BLOCKS = ("BasicTransformerBlock", "ResBlock")
+# Flux.1's and Flux.2's transformers: the blocks, and the attention and MLP linear layers a LoRA adapts in them
+FLUX_BLOCKS = ("DoubleStreamBlock", "SingleStreamBlock")
+FLUX_TARGETS = r"^(double_blocks\.\d+\.(img|txt)_(attn\.(qkv|proj)|mlp\.[02])|single_blocks\.\d+\.linear[12])$"
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class ModelFamily:
     comfy_clip_type: str                  # the type stock CLIPLoader / DualCLIPLoader loads its text-encoder files as
     comfy_min_version: tuple              # the oldest ComfyUI StyleSmith serves this family on: the release that
                                           # added it, or the pack's own minimum (0.3.64) for older families
+    comfy_blocks: tuple = ()              # ComfyUI class names of the denoiser's blocks, the unit of gradient
+                                          # checkpointing (residual and transformer blocks; a DiT's blocks)
     checkpoint_marker: str = ""           # a tensor-name prefix only this family's single-file checkpoints hold;
                                           # "" for families users have as split files (diffusion model, text
                                           # encoder, VAE)
@@ -74,7 +80,7 @@ FAMILIES = {
         lora=LoraNaming("kohya", kohya_unet="diffusers", text_encoder_prefixes=("lora_te_",),
                         modelspec_architecture="stable-diffusion-v1/lora", kohya_base_version="sd_v1"),
         comfy_model_configs=("SD15",), comfy_text_encoder_models=("SD1ClipModel",),
-        comfy_clip_type="stable_diffusion", comfy_min_version=(0, 3, 64),
+        comfy_clip_type="stable_diffusion", comfy_min_version=(0, 3, 64), comfy_blocks=UNET_BLOCKS,
         checkpoint_marker="cond_stage_model.transformer."),
     # SDXL-family files (SDXL, SSD-1B, Segmind Vega, KOALA) hold clip_l at embedders.0, clip_g (open_clip form) at 1.
     "sdxl": ModelFamily(
@@ -84,7 +90,7 @@ FAMILIES = {
         lora=LoraNaming("kohya", kohya_unet="ldm", text_encoder_prefixes=("lora_te1_", "lora_te2_"),
                         modelspec_architecture="stable-diffusion-xl-v1-base/lora", kohya_base_version="sdxl_base_v1-0"),
         comfy_model_configs=("SDXL",), comfy_text_encoder_models=("SDXLClipModel",),
-        comfy_clip_type="sdxl", comfy_min_version=(0, 3, 64),
+        comfy_clip_type="sdxl", comfy_min_version=(0, 3, 64), comfy_blocks=UNET_BLOCKS,
         checkpoint_marker="conditioner.embedders.1.model."),
     # Klein reads Qwen3-4B's hidden states before layers 9, 18 and 27 and stacks them: context 3 x 2560. ComfyUI
     # detects Flux.2 Dev as the same `Flux2` config, with Mistral-3's 15360-wide context. Klein support came with
@@ -93,10 +99,9 @@ FAMILIES = {
         key="klein", display_name="Flux.2 Klein 4B", denoiser=TRANSFORMER,
         encoders=(TextEncoder("qwen3_4b", 2560, "llm", "Qwen3-4B"),), pooled_from=None, context_width=7680,
         latent_channels=128, latent_downscale=16,
-        lora=LoraNaming("comfy", targets=r"^(double_blocks\.\d+\.(img|txt)_(attn\.(qkv|proj)|mlp\.[02])"
-                                         r"|single_blocks\.\d+\.linear[12])$"),
+        lora=LoraNaming("comfy", targets=FLUX_TARGETS),
         comfy_model_configs=("Flux2",), comfy_text_encoder_models=("Flux2TEModel",),
-        comfy_clip_type="flux2", comfy_min_version=(0, 9, 2)),
+        comfy_clip_type="flux2", comfy_min_version=(0, 9, 2), comfy_blocks=FLUX_BLOCKS),
     # Z-Image is ComfyUI's Lumina 2 DiT at width 3840 (config `ZImage`, model `model_base.Lumina2`), reading Qwen3-4B's
     # second-to-last hidden state. Added in ComfyUI 0.3.75. Its workflows load the encoder as CLIPLoader type lumina2.
     "zimage": ModelFamily(
@@ -106,16 +111,17 @@ FAMILIES = {
         lora=LoraNaming("comfy", targets=r"^(layers|noise_refiner|context_refiner)\.\d+\."
                                          r"(attention\.(qkv|out)|feed_forward\.w[123])$"),
         comfy_model_configs=("ZImage",), comfy_text_encoder_models=("ZImageTEModel",),
-        comfy_clip_type="lumina2", comfy_min_version=(0, 3, 75)),
+        comfy_clip_type="lumina2", comfy_min_version=(0, 3, 75), comfy_blocks=("JointTransformerBlock",)),
     # Flux.1 (dev, schnell and their fine-tunes) is ComfyUI's `Flux` config, which Flux.2's derives from: the context
     # width tells them apart. It attends to T5-XXL's last hidden state and takes CLIP-L's pooled vector; its workflows
     # load both files with DualCLIPLoader type flux. ComfyUI has served it since before 0.3.64.
     "flux1": ModelFamily(
         key="flux1", display_name="Flux.1", denoiser=TRANSFORMER,
         encoders=(TextEncoder("clip_l", 768, "clip", "CLIP-L"), TextEncoder("t5xxl", 4096, "t5", "T5-XXL")),
-        pooled_from="clip_l", context_width=4096, latent_channels=16, latent_downscale=8, lora=LoraNaming("comfy"),
+        pooled_from="clip_l", context_width=4096, latent_channels=16, latent_downscale=8,
+        lora=LoraNaming("comfy", targets=FLUX_TARGETS),
         comfy_model_configs=("Flux",), comfy_text_encoder_models=("FluxClipModel",),
-        comfy_clip_type="flux", comfy_min_version=(0, 3, 64)),
+        comfy_clip_type="flux", comfy_min_version=(0, 3, 64), comfy_blocks=FLUX_BLOCKS),
 }
 
 

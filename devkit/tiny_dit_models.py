@@ -217,7 +217,26 @@ def ensure_split_models(models_dir: Path, host_version: tuple, seed: int) -> lis
             decoder.unlink(missing_ok=True)
         built.append(ensure_built(decoder, recipe, lambda p, n=name: build_vae_approx(folder, n, seed)))
         built.append(encoder)
-    return built
+    return built + ensure_dit_loras(models_dir, built, seed)
+
+
+def ensure_dit_loras(models_dir: Path, built: list[Path], seed: int) -> list[Path]:
+    """The demo workflows' StyleForge LoRAs of the DiT families whose split files were built, made by the trainer."""
+    from .tiny_loras import DIT_LORAS, build_styleforge_lora
+    from .tiny_models import ensure_built
+    loras = []
+    for file_name, (family, components) in DIT_LORAS.items():
+        spec = SPLIT_MODELS[family]
+        files = [models_dir / "diffusion_models" / spec.diffusion_model, models_dir / "text_encoders" / spec.text_encoder]
+        if files[0] not in built:
+            continue
+        recipe = {"builder": BUILDER_VERSION, "seed": seed, "components": components,
+                  "sha256": [json.loads(f.with_name(f.name + ".stamp.json").read_text())["sha256"] for f in files]}
+        base = ["--diffusion-model", str(files[0]), "--text-encoder", str(files[1]),
+                "--vae", str(models_dir / "vae_approx" / spec.vae)]
+        loras.append(ensure_built(models_dir / "loras" / file_name, json.loads(json.dumps(recipe)),
+                                  lambda p, b=base, c=components: build_styleforge_lora(p, b, c, seed)))
+    return loras
 
 
 def stock_text_to_image(family: str, text: str, seed: int, size: int = 64, steps: int = 2,

@@ -1,4 +1,5 @@
-"""Default StyleForge LoRAs for the demo workflows, made by the real trainer on the tiny SD1.5 model.
+"""Default StyleForge LoRAs for the demo workflows, made by the real trainer on the tiny SD1.5 model, and on the tiny
+Flux.2 Klein split files where the host supports Klein (devkit/tiny_dit_models.py builds those).
 
 Two optimiser steps on procedural images (`example_inputs`): enough to give every layer a non-zero
 update and to carry the trigger metadata, in seconds.
@@ -14,6 +15,7 @@ DEFAULT_LORAS = {
     "stylesmith-tiny-styleforge-sd15.safetensors": [("style", "zwx", "style")],
     "stylesmith-tiny-multistyleforge-sd15.safetensors": [("characters", "zwx", "style"), ("backgrounds", "qwv", "style")],
 }
+DIT_LORAS = {"stylesmith-tiny-styleforge-klein.safetensors": ("klein", [("style", "zwx", "style")])}
 
 
 def _image_folder(folder: Path, make, count: int) -> Path:
@@ -23,11 +25,12 @@ def _image_folder(folder: Path, make, count: int) -> Path:
     return folder
 
 
-def build_styleforge_lora(path: Path, checkpoint: Path, components: list[tuple[str, str, str]], seed: int) -> None:
+def build_styleforge_lora(path: Path, base: list[str], components: list[tuple[str, str, str]], seed: int) -> None:
+    """`base`: the trainer's base-model flags (--checkpoint FILE, or --diffusion-model ... --text-encoder ... --vae ...)."""
     from trainers.styleforge import parse_args, train
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        argv = ["--checkpoint", str(checkpoint), "--output-dir", str(work / "out"), "--resolution", "64",
+        argv = [*base, "--output-dir", str(work / "out"), "--resolution", "64",
                 "--steps", "2", "--lr", "1e-2", "--sample-steps", "0", "--seed", str(seed), "--no-resume",
                 "--name", path.stem]
         for index, (name, identifier, class_word) in enumerate(components):

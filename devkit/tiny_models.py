@@ -192,7 +192,7 @@ def ensure_default_models(models_dir: Path, seed: int = DEFAULT_SEED, text_encod
         recipe = {"builder": BUILDER_VERSION, "seed": seed, "components": components,
                   "checkpoint_sha256": json.loads(sd15.with_name(sd15.name + ".stamp.json").read_text())["sha256"]}
         built.append(ensure_built(models_dir / "loras" / file_name, json.loads(json.dumps(recipe)),
-                                  lambda p, c=components: build_styleforge_lora(p, sd15, c, seed)))
+                                  lambda p, c=components: build_styleforge_lora(p, ["--checkpoint", str(sd15)], c, seed)))
     encoder = models_dir / "style_encoders" / DEFAULT_STYLE_ENCODERS["sd15"]
     recipe = {"builder": BUILDER_VERSION, "seed": seed, "training": TRAINING,
               "checkpoint_sha256": json.loads(sd15.with_name(sd15.name + ".stamp.json").read_text())["sha256"],

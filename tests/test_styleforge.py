@@ -19,7 +19,7 @@ from devkit.example_inputs import content_image, style_reference
 from devkit.paths import REPO_ROOT
 from devkit.processes import file_size_limit, kill_when_written, signal_when_written
 from trainers import common
-from trainers.styleforge import load_components, parse_args, train
+from trainers.styleforge import load_components, parse_args, resolve_text_encoder_training, train
 
 # 100 steps of the prior test give Aux-loss ratios of 0.72-0.75 over seeds 0-2 (20 steps are noise)
 PRIOR_STEPS, PRIOR_MARGIN = 100, 0.85
@@ -300,7 +300,9 @@ def test_bad_training_input_names_the_problem(tiny_checkpoint, image_sets, tmp_p
 def test_defaults_text_encoder_lora_on_at_half_the_learning_rate(tmp_path):
     base = ["--checkpoint", "x.safetensors", "--styleref", "r", "--aux", "a", "--output-dir", str(tmp_path)]
     args = parse_args(base)
-    assert args.train_text_encoder and args.text_encoder_lr == 5e-5 and args.lr == 1e-4
+    assert args.train_text_encoder is None and args.text_encoder_lr == 5e-5 and args.lr == 1e-4   # by family:
+    resolve_text_encoder_training(args, "sd15")
+    assert args.train_text_encoder                                        # on for CLIP encoders
     assert args.resolution is None and args.workers == 2 and not args.flip   # resolution: 512 SD1.x, 1024 SDXL
     assert not parse_args(base + ["--no-train-text-encoder"]).train_text_encoder
     assert parse_args(base + ["--train-text-encoder"]).train_text_encoder          # older command lines

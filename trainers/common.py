@@ -40,8 +40,8 @@ def add_common_args(p: argparse.ArgumentParser, steps: int, lr: float, save_ever
                    "GPU, fp32 on the CPU)" if base_model else "bf16 on a GPU that has it, else fp32)"))
     if base_model:
         g.add_argument("--gradient-checkpointing", action="store_true",
-                       help="recompute the UNet's activations in backward: far less memory (SDXL at 1024 px), "
-                            "about a third more time")
+                       help="recompute the denoiser's blocks (UNet or transformer) in backward: far less memory "
+                            "(SDXL, Klein, Z-Image at 1024 px), about a third more time")
     g.add_argument("--seed", type=int, default=0, help="seed of everything random: same seed, same run")
     if save_every is not None:
         g.add_argument("--save-every", type=int, default=save_every, help="write a resumable checkpoint every N steps")
@@ -49,6 +49,12 @@ def add_common_args(p: argparse.ArgumentParser, steps: int, lr: float, save_ever
     g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     g.add_argument("--debug", action="store_true", help="show the Python traceback of an error (also: "
                                                          "STYLESMITH_DEBUG=1); without it a mistake is one line")
+
+
+# UNETLoader's weight_dtype choices a trainer offers for a frozen diffusion model (not "fp8_e4m3fn_fast": its fp8
+# matmul has no backward)
+BASE_WEIGHT_DTYPES = {"default": None, "bf16": torch.bfloat16, "fp8_e4m3fn": torch.float8_e4m3fn,
+                      "fp8_e5m2": torch.float8_e5m2}
 
 
 def add_base_model_args(p: argparse.ArgumentParser) -> None:
@@ -62,6 +68,10 @@ def add_base_model_args(p: argparse.ArgumentParser) -> None:
                    help="its text encoder file from models/text_encoders (repeat for a family with two)")
     g.add_argument("--vae", help="its VAE file from models/vae, or an approximate VAE by its path without the "
                                  "_encoder/_decoder suffix (models/vae_approx/taef2)")
+    g.add_argument("--base-weight-dtype", choices=list(BASE_WEIGHT_DTYPES), default="default",
+                   help="split files only: the dtype the frozen diffusion model is held in, as UNETLoader's "
+                        "weight_dtype (fp8_e4m3fn / fp8_e5m2: ComfyUI casts each layer to the compute dtype as it "
+                        "runs; default: as --precision)")
     g.add_argument("--comfyui", type=Path, help="ComfyUI folder (default: $COMFYUI_PATH or the one this pack is in)")
 
 
@@ -70,6 +80,9 @@ def check_base_model_args(p: argparse.ArgumentParser, args) -> None:
     if args.checkpoint is not None and any(split):
         p.error("give either --checkpoint (a single-file checkpoint) or --diffusion-model, --text-encoder and --vae "
                 "(split files), not both")
+    if args.checkpoint is not None and args.base_weight_dtype != "default":
+        p.error(f"--base-weight-dtype {args.base_weight_dtype} is for split files (--diffusion-model); a single-file "
+                "checkpoint is held in the dtype --precision gives")
     if args.checkpoint is None and not all(split):
         p.error("the base model is required: --checkpoint (SD1.x, SDXL), or --diffusion-model, --text-encoder and "
                 "--vae (Flux.2 Klein, Z-Image)")
@@ -147,7 +160,7 @@ def open_base_model(args, world: Distributed):
     else:
         from comfy_adapter.split_files import open_split_files
         diffusion = open_split_files(args.diffusion_model, args.text_encoder, args.vae, world.device, args.comfyui,
-                                     weights=args.precision)
+                                     weights=args.precision, weight_dtype=BASE_WEIGHT_DTYPES[args.base_weight_dtype])
     if args.gradient_checkpointing:
         diffusion.enable_gradient_checkpointing()
     return diffusion, precisions.Precision.resolve(args.precision, world.device, diffusion.compute_dtype)

@@ -12,11 +12,15 @@ with means over the items of a batch (c_inst,i: the instance prompt with item i'
 One component is StyleForge; several (e.g. characters and backgrounds, each with its own identifier,
 StyleRef and Aux sets) trained jointly are Multi-StyleForge.
 
-What is trained: the paper fine-tunes the whole UNet and text encoder; we train a LoRA on kohya's targets,
-so the file is what LoRA users expect: every Linear and 1x1 Conv2d of the UNet's transformers (attention
-q/k/v/out, feed-forward, proj_in/proj_out) and the text encoders' attention and MLP layers (on by default,
-at --text-encoder-lr, half of --lr unless given; --no-train-text-encoder freezes them). kohya keys, the
-identifiers in the metadata (docs/formats.md).
+What is trained: the paper fine-tunes the whole UNet and text encoder; we train a LoRA on the targets the
+family's LoRA users expect. SD1.x / SDXL: kohya's, every Linear and 1x1 Conv2d of the UNet's transformers
+(attention q/k/v/out, feed-forward, proj_in/proj_out) and the text encoders' attention and MLP layers (on by
+default, at --text-encoder-lr, half of --lr unless given; --no-train-text-encoder freezes them), kohya keys.
+Flux.2 Klein / Z-Image: the transformer blocks' attention and MLP linear layers (the family's lora.targets),
+ComfyUI-native `diffusion_model.<module>` keys; their text encoder is an LLM (Qwen3-4B), which stays frozen: its
+outputs are computed once per distinct prompt before training and the encoder is moved off the accelerator.
+The objective is the model's own, read off ComfyUI's model_sampling: eps prediction on SD, flow matching on the
+DiTs (comfy_adapter/diffusion.py). The identifiers and the family are in the metadata (docs/formats.md).
 
 Data (core/data/kohya_dataset.py): a set folder holds images, and optionally kohya repeat folders `N_name` whose
 images count N times per epoch, and `.txt` captions of the same stem. The prompt of an image:
@@ -32,6 +36,9 @@ Randomness (core/data/step_batches.py) is a function of (seed, step, item positi
 bit-identically, and N ranks with --batch-size B train what one rank with batch N*B trains.
 
     python -m trainers.styleforge --checkpoint sd15.safetensors --styleref refs/ --aux aux/ --output-dir out/
+    python -m trainers.styleforge --diffusion-model flux-2-klein-4b.safetensors --text-encoder qwen_3_4b.safetensors \\
+        --vae flux2-vae.safetensors --precision bf16 --gradient-checkpointing \\
+        --styleref refs/ --aux aux/ --output-dir out/
     python -m trainers.styleforge --checkpoint sdxl.safetensors --output-dir out/ \\
         --component name=characters,identifier=zwx,class=style,styleref=chars/,aux=people/ \\
         --component name=backgrounds,identifier=qwv,class=style,styleref=bgs/,aux=places/
@@ -47,22 +54,23 @@ import torch
 from torch import nn
 
 from core.data.image_folder import DatasetError
+from core.errors import UserValueError
+from core.families import get_family
 from core.data.kohya_dataset import ImageItem, ImageSets, read_training_folder
 from core.lora.adapters import LoRASet
 from core.formats.lora_file import Component, write_lora
 from core.formats.safe_files import file_sha256
 from core.data.step_batches import StepPlan, StepSampler
 
-from comfy_adapter.batch_conditioning import join_conditionings
-
 from . import cli, common
+from .dual_binding import DualBindingLoss, SetBatch
 from .training_loop import TrainingLoop
 
 UNET_TARGETS = r"transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))$"
 KOHYA_UNET_TARGETS = UNET_TARGETS + r"|(^|\.)proj_(in|out)$"     # + the transformers' projections, as kohya
 TEXT_ENCODER_TARGETS = r"encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.fc[12])$"
 COMPONENT_KEYS = {"name", "identifier", "class", "styleref", "aux"}
-DEFAULT_RESOLUTION = {"sd15": 512, "sdxl": 1024}
+DEFAULT_RESOLUTION = {"sd15": 512}   # 1024 for every other family
 NEGATIVE_PREVIEW_PROMPT = "blurry, low quality"
 
 
@@ -102,10 +110,11 @@ def parse_args(argv=None):
     t.add_argument("--no-train-text-encoder", dest="train_text_encoder", action="store_false",
                    help="freeze the text encoder(s): UNet LoRA only")
     t.add_argument("--train-text-encoder", dest="train_text_encoder", action="store_true",
-                   help="the default, kept for older command lines")
+                   help="the default for CLIP text encoders (SD1.x, SDXL); refused for LLM encoders (Qwen3-4B of "
+                        "Flux.2 Klein and Z-Image), which stay frozen with their outputs cached")
     t.add_argument("--text-encoder-lr", type=float, help="learning rate of the text-encoder LoRA (default: --lr / 2)")
     t.add_argument("--save-dtype", choices=["fp16", "fp32"], default="fp16", help="dtype of the written LoRA")
-    p.set_defaults(train_text_encoder=True)
+    p.set_defaults(train_text_encoder=None)   # by family: see resolve_text_encoder_training
     s = p.add_argument_group("preview samples")
     s.add_argument("--sample-prompt", action="append", default=[],
                    help="extra preview prompt; the component's trigger is appended (default: a city street)")
@@ -133,6 +142,23 @@ def parse_args(argv=None):
     args.text_encoder_lr = args.text_encoder_lr or args.lr / 2
     args.sample_prompt = args.sample_prompt or ["a photo of a city street at night"]
     return args
+
+
+def resolve_text_encoder_training(args, family: str) -> None:
+    """Text-encoder LoRA: on by default for the CLIP encoders of SD1.x / SDXL (kohya's te prefixes), off for LLM
+    encoders (family registry kind "llm"): a 4B LLM trained beside the transformer doubles the memory, and LLM-encoder
+    LoRAs are not what these families' LoRAs carry. Asked for where it is not written, it is refused by name."""
+    spec = get_family(family)
+    llms = [e.name for e in spec.encoders if e.kind == "llm"]
+    if args.train_text_encoder and llms:
+        raise UserValueError(f"--train-text-encoder: {spec.display_name}'s text encoder {', '.join(llms)} is an LLM, "
+                             "which StyleForge keeps frozen (its outputs are cached once per prompt). Leave the flag "
+                             "out; the transformer's LoRA carries the style.")
+    if args.train_text_encoder and not spec.lora.text_encoder_prefixes:
+        raise UserValueError(f"--train-text-encoder: StyleForge writes no text-encoder LoRA for {spec.display_name} "
+                             "(its LoRA names only the transformer's layers). Leave the flag out.")
+    if args.train_text_encoder is None:
+        args.train_text_encoder = bool(spec.lora.text_encoder_prefixes) and not llms
 
 
 def names_word(text: str, word: str) -> bool:
@@ -178,60 +204,12 @@ def load_components(args) -> list[ComponentData]:
     return data
 
 
-@dataclass
-class SetBatch:
-    """One rank's images of one set for one micro-step."""
-    latents: torch.Tensor
-    captions: list[str]
-    generators: list[torch.Generator]      # each item's noise and timestep
-
-
-def stack_conditions(encoded: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One (cond, pooled) row per item. Prompts past 77 tokens make longer conds, joined as ComfyUI batches them
-    (comfy_adapter.batch_conditioning.join_conditionings)."""
-    return join_conditionings([cond for cond, _ in encoded]), torch.cat([pooled for _, pooled in encoded])
-
-
-class DualBindingLoss(nn.Module):
-    """The trainable LoRAs, and the loss of one micro-step over every component: per set the mean over its items."""
-
-    def __init__(self, diffusion, loras: nn.ModuleDict, data: list[ComponentData], prior_weight: float):
-        super().__init__()
-        self.loras = loras
-        self.diffusion = diffusion             # frozen, and no nn.Module: never among the trained parameters
-        self.data, self.prior_weight = data, prior_weight
-        self.train_text_encoder = "text_encoder" in loras
-        self._prompt_cache = {}
-
-    def condition(self, prompt: str):
-        if self.train_text_encoder:
-            return self.diffusion.encode_prompt(prompt)
-        if prompt not in self._prompt_cache:
-            with torch.no_grad():
-                self._prompt_cache[prompt] = self.diffusion.encode_prompt(prompt)
-        return self._prompt_cache[prompt]
-
-    def conditions(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        encoded = {prompt: self.condition(prompt) for prompt in dict.fromkeys(prompts)}
-        return stack_conditions([encoded[prompt] for prompt in prompts])
-
-    def forward(self, batches: dict[int, SetBatch]) -> tuple[torch.Tensor, dict[str, float]]:
-        """`batches`: set index (2 * component + 0 for StyleRef, 1 for Aux) -> this micro-step's batch."""
-        total, parts = 0.0, {}
-        for c, d in enumerate(self.data):
-            for kind, set_index, weight in (("instance", 2 * c, 1.0), ("prior", 2 * c + 1, self.prior_weight)):
-                batch = batches[set_index]
-                cond, pooled = self.conditions([d.prompt(kind, caption) for caption in batch.captions])
-                loss = self.diffusion.epsilon_losses(batch.latents, cond, pooled, batch.generators).mean()
-                total = total + weight * loss
-                parts[f"{d.component.name} {kind}"] = loss.item()
-        return total, parts
-
-
 def build_loras(diffusion, args) -> nn.ModuleDict:
-    unet = diffusion.unet_module
-    # SD1.x's proj_in / proj_out are 1x1 convolutions; kohya adapts them
-    loras = {"unet": LoRASet(unet, KOHYA_UNET_TARGETS, args.rank, args.alpha, pointwise_convs=True)}
+    unet, naming = diffusion.unet_module, get_family(diffusion.family).lora
+    if naming.style == "comfy":     # a DiT: its blocks' attention and MLP linear layers
+        loras = {"unet": LoRASet(unet, naming.targets, args.rank, args.alpha)}
+    else:                           # SD1.x's proj_in / proj_out are 1x1 convolutions; kohya adapts them
+        loras = {"unet": LoRASet(unet, KOHYA_UNET_TARGETS, args.rank, args.alpha, pointwise_convs=True)}
     if args.train_text_encoder:
         diffusion.allow_text_encoder_gradients()
         loras["text_encoder"] = LoRASet(diffusion.text_encoder_module, TEXT_ENCODER_TARGETS, args.rank, args.alpha)
@@ -247,16 +225,13 @@ def make_optimizer(loras: nn.ModuleDict, args) -> torch.optim.Optimizer:
 
 
 def lora_tensors(diffusion, loras: nn.ModuleDict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Tensors of every LoRA set ("unet", "text_encoder"; either), named as the family's LoRA files name layers:
-    kohya's names (SD1.x, SDXL), or ComfyUI's `diffusion_model.<module path>` (the DiT families)."""
+    """LoRA tensors of every set ("unet", "text_encoder"; either), named as the family's LoRAs are: kohya names
+    (SD1.x, SDXL) or ComfyUI-native `diffusion_model.<module>` (the DiTs)."""
     from comfy_adapter.kohya_names import text_encoder_names, unet_names
-    from core.families import get_family
     tensors = {}
     for part, lora_set in loras.items():
         if part == "text_encoder":
             names = text_encoder_names(diffusion.text_encoder_module, lora_set.names, diffusion.family)
-        elif get_family(diffusion.family).lora.style == "comfy":
-            names = {module: f"diffusion_model.{module}" for module in lora_set.names}
         else:
             names = unet_names(diffusion.unet, lora_set.names, diffusion.family)
         for module, kohya in names.items():
@@ -315,7 +290,8 @@ def run_facts(diffusion, data: list[ComponentData], precision, args) -> dict:
             "components": "; ".join(f"{d.component.name}: StyleRef '{d.instance_prompt}' {describe(d.styleref)}, "
                                     f"Aux '{d.class_prompt}' {describe(d.aux)}" for d in data),
             "buckets": ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(buckets.items())),
-            "text encoder": f"LoRA, lr {args.text_encoder_lr}" if args.train_text_encoder else "frozen",
+            "text encoder": f"LoRA, lr {args.text_encoder_lr}" if args.train_text_encoder
+            else "frozen, its outputs computed once per prompt",
             "precision": common.precision_summary(diffusion, precision)}
 
 
@@ -345,7 +321,8 @@ def lora_writer(diffusion, loras, data, args, loop: TrainingLoop, lora_path: Pat
 def train(args) -> TrainResult:
     world = common.init_distributed(args.device)
     diffusion, precision = common.open_base_model(args, world)
-    args.resolution = args.resolution or DEFAULT_RESOLUTION[diffusion.family]   # before the run's config is recorded
+    args.resolution = args.resolution or DEFAULT_RESOLUTION.get(diffusion.family, 1024)   # before config is kept
+    resolve_text_encoder_training(args, diffusion.family)
     data = load_components(args)
     common.print_run_summary("StyleForge" if len(data) == 1 else "Multi-StyleForge", args,
                              run_facts(diffusion, data, precision, args), world)
@@ -355,6 +332,7 @@ def train(args) -> TrainResult:
     loss_module = DualBindingLoss(diffusion, loras, data, args.prior_weight)
     pictures = world.is_main and args.sample_steps > 0 and loop.start < args.steps
     base_rows = preview_rows(diffusion, data, args, "without LoRA") if pictures else {}   # a resumed run's too
+    loss_module.cache_conditions(loss_module.training_prompts())
     for lora in loras.values():
         lora.attach()
     plan, batches = batch_stream(data, args, world, loop.start)
@@ -364,7 +342,8 @@ def train(args) -> TrainResult:
         micros = iter(micro_batches(diffusion, plan, i, next(batches)))
         return loop.accumulated_step(lambda: loss_module(next(micros)))
 
-    history = loop.run(args.steps, step, "StyleForge", lora_writer(diffusion, loras, data, args, loop, lora_path))
+    with diffusion.training():
+        history = loop.run(args.steps, step, "StyleForge", lora_writer(diffusion, loras, data, args, loop, lora_path))
     next(batches, None)   # every step's batch is taken: this ends the loader's workers
     if pictures:
         rows = {**base_rows, **preview_rows(diffusion, data, args, f"with LoRA, step {args.steps}")}

@@ -10,9 +10,20 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
+def _copied(value):
+    return value.clone() if isinstance(value, torch.Tensor) else value
+
+
+def _with_copied_inputs(forward, *args, **kwargs):
+    """A block that adds to its own input in place (Flux's blocks: img += ...) would change the input checkpoint
+    saved for the recomputation; fed a copy, it changes the copy. The copy is made inside the checkpointed region,
+    so it is not kept."""
+    return forward(*map(_copied, args), **{k: _copied(v) for k, v in kwargs.items()})
+
+
 def _checkpointed(forward, *args, **kwargs):
     if torch.is_grad_enabled():
-        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return checkpoint(_with_copied_inputs, forward, *args, use_reentrant=False, **kwargs)
     return forward(*args, **kwargs)
 
 
