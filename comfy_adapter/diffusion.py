@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from .core_modules import checkpoint_family, ddim, errors, gradient_checkpointing
+from .core_modules import checkpoint_family, ddim, errors, families, gradient_checkpointing
+from . import objective
 from .families import family_of_model
 from .style_prompt import tokenize_with_style
 
@@ -94,7 +95,7 @@ class ComfyDiffusion:
     def encode_prompt(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(cond, pooled), differentiable through any LoRA attached to the text encoder."""
         out = self.clip.encode_from_tokens(self.clip.tokenize(text), return_pooled=True, return_dict=True)
-        return out["cond"].to(self.device), out["pooled_output"].to(self.device)
+        return out["cond"].to(self.device), _on(out["pooled_output"], self.device)
 
     def decode_latents(self, latents: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """Model-space latents -> IMAGE (N, H, W, 3) in [0, 1], differentiable (losses on decoded images).
@@ -116,45 +117,79 @@ class ComfyDiffusion:
         sigma = sigma.to(x).expand(x.shape[0])
         return ddim.eps_from_x0(x, self.unet.apply_model(x, sigma, **inputs), sigma)
 
-    def model_inputs(self, cond: torch.Tensor, pooled: torch.Tensor, latents: torch.Tensor) -> dict:
-        """The UNet's conditioning kwargs as ComfyUI's sampler builds them (SDXL adds the `y` vector)."""
-        height, width = latents.shape[-2] * 8, latents.shape[-1] * 8
-        conds = self.unet.extra_conds(cross_attn=cond, pooled_output=pooled, width=width, height=height,
-                                      target_width=width, target_height=height, device=self.device, noise=latents)
-        return {k: v.cond.to(self.device) for k, v in conds.items()}
+    def model_inputs(self, cond: torch.Tensor, pooled: torch.Tensor | None, latents: torch.Tensor) -> dict:
+        """The denoiser's conditioning kwargs as ComfyUI's sampler builds them (SDXL adds the `y` vector)."""
+        return {k: _on(v.cond, self.device) for k, v in self._row_conds(cond, pooled, latents).items()}
 
     def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        """sigma(t) for t uniform over the model's discrete training timesteps."""
-        ms = self.unet.model_sampling
-        return ms.sigma(torch.randint(0, len(ms.sigmas), (count,), generator=generator).float())
+        """sigmas drawn uniformly from the model's own table of training noise levels (model_sampling.sigmas: the
+        discrete DDPM timesteps of SD, the shifted flow times of Flux.2 and Z-Image)."""
+        table = self.unet.model_sampling.sigmas
+        return table[torch.randint(0, len(table), (count,), generator=generator)].float()
 
-    def epsilon_loss(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor,
-                     generator: torch.Generator) -> torch.Tensor:
-        """DDPM objective ||eps - eps_theta(z_t, t, c)||^2, t uniform over the model's own timesteps.
-
-        eps is read back from ComfyUI's x0 prediction, so this holds for any prediction type.
-        """
+    def diffusion_loss(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor | None,
+                       generator: torch.Generator) -> torch.Tensor:
+        """The model's own objective (comfy_adapter/objective.py: eps for SD, flow matching for Flux.2 and Z-Image),
+        one cond for the whole batch, sigma from the model's training table."""
         n = latents.shape[0]
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         sigma = self.sample_sigmas(n, generator).to(latents)
-        eps = self._predicted_noise(latents, noise, sigma, cond.expand(n, -1, -1), pooled.expand(n, -1))
-        return torch.nn.functional.mse_loss(eps.float(), noise.float())
+        predicted, target = self._output_and_target(latents, noise, sigma, cond.expand(n, -1, -1),
+                                                    None if pooled is None else pooled.expand(n, -1))
+        return torch.nn.functional.mse_loss(predicted.float(), target.float())
 
-    def epsilon_losses(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor,
-                       generators: list[torch.Generator]) -> torch.Tensor:
-        """The DDPM objective per item (N,), in one UNet pass over the batch; cond and pooled hold one row per item.
+    def diffusion_losses(self, latents: torch.Tensor, conds, pooled: torch.Tensor | None,
+                         generators: list[torch.Generator]) -> torch.Tensor:
+        """The model's objective per item (N,); `conds` holds one row per item, as an (N, L, W) tensor or a list of
+        (1, L_i, W) rows. Rows go through the denoiser in as few passes as ComfyUI's sampler would batch them
+        (`batched_inputs`): one for SD and for rows of one length.
 
-        Item i's noise and t come from generators[i], drawn as `epsilon_loss` draws them for one item, so an
+        Item i's noise and sigma come from generators[i], drawn as `diffusion_loss` draws them for one item, so an
         item's loss does not depend on the batch it is in.
         """
         noise = torch.cat([torch.randn(latents[:1].shape, generator=g) for g in generators]).to(latents)
         sigma = torch.cat([self.sample_sigmas(1, g) for g in generators]).to(latents)
-        eps = self._predicted_noise(latents, noise, sigma, cond, pooled)
-        return (eps.float() - noise.float()).pow(2).flatten(1).mean(1)
+        predicted, target = self._output_and_target(latents, noise, sigma, conds, pooled)
+        return (predicted.float() - target.float()).pow(2).flatten(1).mean(1)
 
-    def _predicted_noise(self, latents, noise, sigma, cond, pooled) -> torch.Tensor:
-        noisy = self.unet.model_sampling.noise_scaling(sigma, noise, latents)
-        return self.eps(noisy, sigma, self.model_inputs(cond, pooled, latents))
+    def _output_and_target(self, latents, noise, sigma, conds, pooled) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's raw output at x_t and its training target, in the space model_sampling defines."""
+        sampling = self.unet.model_sampling
+        noisy = sampling.noise_scaling(sigma, noise, latents)
+        passes = self.batched_inputs(conds, pooled, latents)
+        order = torch.tensor([i for rows, _ in passes for i in rows])
+        denoised = torch.cat([self.unet.apply_model(noisy[rows], sigma[rows], **inputs) for rows, inputs in passes])
+        denoised = denoised[torch.argsort(order)] if len(passes) > 1 else denoised
+        return (objective.raw_output(sampling, sigma, denoised, noisy),
+                objective.training_target(sampling, sigma, noise, latents))
+
+    def batched_inputs(self, conds, pooled: torch.Tensor | None, latents: torch.Tensor) -> list[tuple[list, dict]]:
+        """[(row indices, denoiser kwargs)]: each row's conditioning as ComfyUI's sampler builds it (extra_conds),
+        joined the way its sampler joins conditionings. Cross-attention contexts of different lengths always join
+        (the UNet's CONDCrossAttn repeats each to their least common multiple, which leaves attention unchanged);
+        other conditionings (a DiT's text tokens, Z-Image's token count) join only when ComfyUI's can_concat allows,
+        so rows it would run apart run apart."""
+        from comfy.conds import CONDCrossAttn
+        rows = list(conds.split(1)) if torch.is_tensor(conds) else list(conds)
+        built = [self._row_conds(cond, None if pooled is None else pooled[i:i + 1], latents[i:i + 1])
+                 for i, cond in enumerate(rows)]
+
+        def joins(a: dict, b: dict) -> bool:
+            return a.keys() == b.keys() and all(
+                (x.cond.shape[2] == b[k].cond.shape[2]) if isinstance(x, CONDCrossAttn) else x.can_concat(b[k])
+                for k, x in a.items())
+
+        groups: list[list[int]] = []
+        for i, row in enumerate(built):
+            group = next((g for g in groups if joins(built[g[0]], row)), None)
+            group.append(i) if group is not None else groups.append([i])
+        return [(group, {k: _on(c.concat([built[i][k] for i in group[1:]]), self.device)
+                         for k, c in built[group[0]].items()}) for group in groups]
+
+    def _row_conds(self, cond: torch.Tensor, pooled: torch.Tensor | None, latents: torch.Tensor) -> dict:
+        height, width = latents.shape[-2] * 8, latents.shape[-1] * 8
+        return self.unet.extra_conds(cross_attn=cond, pooled_output=pooled, width=width, height=height,
+                                     target_width=width, target_height=height, device=self.device, noise=latents)
 
     @torch.no_grad()
     def sample(self, prompts: list[str], negative: str, size: int, steps: int, seed: int, cfg: float = 7.0) -> torch.Tensor:
@@ -165,7 +200,8 @@ class ComfyDiffusion:
     def sample_conditioned(self, conditions: list[tuple[torch.Tensor, torch.Tensor]], negative: str, size: int,
                            steps: int, seed: int, cfg: float = 7.0) -> torch.Tensor:
         """Preview images for (cond, pooled) pairs with ComfyUI's own sampler (euler, normal schedule)."""
-        empty = torch.zeros(1, self.unet.latent_format.latent_channels, size // 8, size // 8)
+        side = size // families.get_family(self.family).latent_downscale
+        empty = torch.zeros(1, self.unet.latent_format.latent_channels, side, side)
         unconditional = self.encode_prompt(negative)
         return torch.cat([self._sample_image(c, unconditional, empty, steps, seed + i, cfg)
                           for i, c in enumerate(conditions)])
@@ -183,19 +219,29 @@ class ComfyDiffusion:
         """One image (1, H, W, 3) by euler on the normal schedule from a VAE-space latent; (cond, pooled) pairs."""
         import comfy.sample
         samples = comfy.sample.sample(self.model, comfy.sample.prepare_noise(latent, seed), steps, cfg, "euler", "normal",
-                                      [[positive[0], {"pooled_output": positive[1]}]],
-                                      [[negative[0], {"pooled_output": negative[1]}]],
+                                      [_conditioning(*positive)], [_conditioning(*negative)],
                                       latent, denoise=denoise, seed=seed, disable_pbar=True)
         return self.vae.decode(samples).float().cpu()
 
 
+def _on(value, device: torch.device):
+    """A conditioning value on `device` (ComfyUI's constant conditionings, such as a token count, are plain numbers)."""
+    return value.to(device) if torch.is_tensor(value) else value
+
+
+def _conditioning(cond: torch.Tensor, pooled: torch.Tensor | None) -> list:
+    """One CONDITIONING entry, with a pooled output only for families that have one."""
+    return [cond, {} if pooled is None else {"pooled_output": pooled}]
+
+
 def encode_prompt_with_style(diffusion: ComfyDiffusion, text: str, vectors: dict[str, torch.Tensor],
-                             placeholder: str) -> tuple[torch.Tensor, torch.Tensor]:
+                             placeholder: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(cond, pooled) with the style vectors in place of the placeholder, exactly as the prompt node
-    encodes (the same core injection, the same ComfyUI encode); differentiable w.r.t. the vectors."""
+    encodes (the same tokenize_with_style, inside the chat template on LLM encoders, the same ComfyUI encode);
+    pooled is None for families without a pooled vector. Differentiable w.r.t. the vectors."""
     tokens = tokenize_with_style(diffusion.clip, text, vectors, placeholder)
     out = diffusion.clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
-    return out["cond"].to(diffusion.device), out["pooled_output"].to(diffusion.device)
+    return out["cond"].to(diffusion.device), _on(out["pooled_output"], diffusion.device)
 
 
 def open_checkpoint(checkpoint: Path, device: torch.device, comfyui: Path | None = None,

@@ -90,7 +90,7 @@ def batch_loss(diffusion, latents: torch.Tensor, captions: list[str], tokens: di
     tokens (captions of any length, in 77-token chunks as ComfyUI encodes them; rows of different lengths are joined
     as ComfyUI batches them), then one UNet pass for the whole batch."""
     cond, pooled = encode_prompts_with_style(diffusion, captions, tokens, placeholder)
-    return diffusion.epsilon_losses(latents, cond, pooled, generators)
+    return diffusion.diffusion_losses(latents, cond, pooled, generators)
 
 
 def invert_batch(diffusion, precision, latents, captions, ids, args, widths) -> tuple[dict, list[float]]:

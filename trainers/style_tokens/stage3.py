@@ -56,7 +56,7 @@ def style_loss(diffusion, encoder, pixels, latents, captions, placeholder, gener
     """The batch's mean diffusion loss: one encoder pass, one text-encoder pass and one UNet pass for the batch.
     Rows draw their noise, then their timesteps, from `generator` in turn."""
     cond, pooled = encode_prompts_with_style(diffusion, captions, encoder(pixels), placeholder)
-    return diffusion.epsilon_losses(latents, cond, pooled, [generator] * len(captions)).mean()
+    return diffusion.diffusion_losses(latents, cond, pooled, [generator] * len(captions)).mean()
 
 
 def write_samples(diffusion, encoder, examples, args) -> None:
