@@ -4,6 +4,7 @@ Trainers reach ComfyUI's models through this: model loading (comfy.sd), the mode
 prediction type (model_sampling / apply_model), its conditioning inputs (extra_conds), and
 preview sampling (comfy.sample). So trainer and nodes see exactly the same model.
 """
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ import torch
 from .core_modules import checkpoint_family, ddim, errors, families, gradient_checkpointing
 from . import objective
 from .families import family_of_model
+from .llm_gradients import allow_llm_gradients
 from .style_prompt import tokenize_with_style
 
 
@@ -74,17 +76,32 @@ class ComfyDiffusion:
         return gradient_checkpointing.checkpoint_blocks(self.unet_module,
                                                         lambda m: isinstance(m, (BasicTransformerBlock, ResBlock)))
 
+    @contextmanager
+    def training(self):
+        """While open, ComfyUI runs its models differentiably: `comfy.model_management.in_training` makes the DiTs'
+        rope use plain torch ops instead of fused kernels that have no backward (values are equal; SD's UNet does not
+        read the flag). A transformer's blocks add to their input in place after a LayerNorm saved it (Flux's
+        `x += ...`), so, as in the text encoder, each LayerNorm of a transformer gets a copy. Previews run outside it."""
+        import comfy.model_management
+        if families.get_family(self.family).denoiser == families.TRANSFORMER and not getattr(self, "_dit_grads", 0):
+            self._dit_grads = _copy_layer_norm_inputs(self.unet_module)
+        before = comfy.model_management.in_training
+        comfy.model_management.in_training = True
+        try:
+            yield
+        finally:
+            comfy.model_management.in_training = before
+
     def allow_text_encoder_gradients(self) -> None:
         """ComfyUI's CLIP layers add to the residual stream in place (x += attn(ln1(x))); once a LoRA makes
         x require grad, autograd rejects that, because LayerNorm saved x. Feeding each LayerNorm a copy
-        keeps its saved input intact; values are unchanged. Calling it again changes nothing."""
+        keeps its saved input intact; values are unchanged. Its Llama blocks (Qwen3-4B) get an out-of-place
+        forward (comfy_adapter/llm_gradients.py). Calling it again changes nothing."""
         if getattr(self, "_text_encoder_gradients", False):
             return
         self._text_encoder_gradients = True
-        for module in self.text_encoder_module.modules():
-            if isinstance(module, torch.nn.LayerNorm):
-                module.register_forward_pre_hook(lambda m, args: (args[0].clone(),) + args[1:]
-                                                 if torch.is_grad_enabled() else None)
+        allow_llm_gradients(self.text_encoder_module)
+        _copy_layer_norm_inputs(self.text_encoder_module)
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -222,6 +239,15 @@ class ComfyDiffusion:
                                       [_conditioning(*positive)], [_conditioning(*negative)],
                                       latent, denoise=denoise, seed=seed, disable_pbar=True)
         return self.vae.decode(samples).float().cpu()
+
+
+def _copy_layer_norm_inputs(module: torch.nn.Module) -> int:
+    """Feed every LayerNorm in `module` a copy of its input while gradients are on (values unchanged), so a block
+    that later adds to that input in place leaves the tensor autograd saved intact; returns how many."""
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.LayerNorm)]
+    for norm in norms:
+        norm.register_forward_pre_hook(lambda m, args: (args[0].clone(),) + args[1:] if torch.is_grad_enabled() else None)
+    return len(norms)
 
 
 def _on(value, device: torch.device):
