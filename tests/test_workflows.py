@@ -9,7 +9,7 @@ from core.families import FAMILIES
 from devkit.family_gate import workflow_params
 from devkit.workflow_pngs import PNG_DIR, embedded_graphs
 from devkit.workflows import (api_workflows, check_ui_workflow, layout_problems, overlapping_boxes, ui_workflows,
-                              workflow_family)
+                              unsupported_workflow, workflow_family)
 
 pytestmark = [pytest.mark.server, pytest.mark.hosts]
 
@@ -18,6 +18,19 @@ def test_every_workflow_has_both_twins():
     assert api_workflows(), "no bundled workflows"
     assert set(api_workflows()) == set(ui_workflows())
     assert all(workflow_family(name) in FAMILIES for name in api_workflows()), "names end with their family's key"
+
+
+def test_a_host_that_cannot_run_a_workflow_is_named_with_the_versions():
+    """Its family's first ComfyUI, or more where the workflow needs more (Z-Image style tokens: not on 0.3.75)."""
+    assert unsupported_workflow("style-tokens-zimage", (0, 3, 75)) == (
+        "style-tokens-zimage: style tokens on Z-Image need a ComfyUI whose Qwen3 tokenizer reads `embedding:` (0.3.75 "
+        "builds Z-Image's without an embeddings folder); it needs a ComfyUI newer than 0.3.75, this host is ComfyUI "
+        "0.3.75")
+    assert unsupported_workflow("style-tokens-zimage", (0, 3, 64)) == (
+        "Z-Image needs ComfyUI 0.3.75 or newer; this host is ComfyUI 0.3.64")
+    assert unsupported_workflow("style-tokens-zimage", (0, 33, 0)) is None
+    assert unsupported_workflow("style-tokens-klein", (0, 3, 75)).startswith("Flux.2 Klein 4B needs ComfyUI 0.9.2")
+    assert unsupported_workflow("style-tokens-sd15", (0, 3, 64)) is None
 
 
 @pytest.mark.parametrize("name", workflow_params(sorted(ui_workflows())))
