@@ -81,7 +81,8 @@ class ComfyDiffusion:
         """While open, ComfyUI runs its models differentiably: `comfy.model_management.in_training` makes the DiTs'
         rope use plain torch ops instead of fused kernels that have no backward (values are equal; SD's UNet does not
         read the flag). A transformer's blocks add to their input in place after a LayerNorm saved it (Flux's
-        `x += ...`), so, as in the text encoder, each LayerNorm of a transformer gets a copy. Previews run outside it."""
+        `x += ...`), so, as in the text encoder, each LayerNorm of a transformer gets a copy. Previews run
+        outside it."""
         import comfy.model_management
         if families.get_family(self.family).denoiser == families.TRANSFORMER and not getattr(self, "_dit_grads", 0):
             self._dit_grads = _copy_layer_norm_inputs(self.unet_module)
@@ -246,7 +247,8 @@ def _copy_layer_norm_inputs(module: torch.nn.Module) -> int:
     that later adds to that input in place leaves the tensor autograd saved intact; returns how many."""
     norms = [m for m in module.modules() if isinstance(m, torch.nn.LayerNorm)]
     for norm in norms:
-        norm.register_forward_pre_hook(lambda m, args: (args[0].clone(),) + args[1:] if torch.is_grad_enabled() else None)
+        norm.register_forward_pre_hook(lambda m, args: (args[0].clone(),) + args[1:]
+                                       if torch.is_grad_enabled() else None)
     return len(norms)
 
 
