@@ -4,7 +4,9 @@ Captions may be of any length. ComfyUI encodes a prompt past the text encoder's 
 whose outputs are concatenated along the token axis (so the UNet reads the whole prompt), and when it batches
 conditionings of different lengths it repeats each along that axis to their least common multiple
 (`comfy.conds.CONDCrossAttn.concat`): cross-attention over a sequence repeated k times gives the same output, so
-every row conditions the UNet exactly as it would alone. Trainers join their rows with that same code.
+every row conditions the UNet exactly as it would alone. `join_conditionings` joins rows with that same code; the
+style-token trainers hand their rows to ComfyDiffusion.diffusion_losses, which joins them as ComfyUI's sampler would
+for the model at hand (a DiT's text tokens of different lengths are not joined: they run in separate passes).
 
 `encode_prompts_with_style` runs the text encoder once for the whole batch: every row's chunks go through ComfyUI's
 `encode_from_tokens` as one token list (the encoder encodes chunks as independent rows of one batch), and the output
@@ -24,10 +26,11 @@ def join_conditionings(conds: list[torch.Tensor]) -> torch.Tensor:
 
 
 def encode_prompts_with_style(diffusion, texts: list[str], vectors: dict[str, torch.Tensor],
-                              placeholder: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(cond, pooled) for a batch: row i is `texts[i]` with `vectors[key][i]` in place of the placeholder, equal (up
-    to float rounding) to `encode_prompt_with_style(diffusion, texts[i], ...)` alone, with cond rows joined by
-    `join_conditionings`. One text-encoder pass for the batch; differentiable w.r.t. the vectors."""
+                              placeholder: str) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """(conds, pooled) for a batch: conds[i] (1, L_i, width) is `texts[i]` with `vectors[key][i]` in place of the
+    placeholder, equal (up to float rounding) to `encode_prompt_with_style(diffusion, texts[i], ...)` alone; pooled
+    holds one row per text, or is None for families without a pooled vector. One text-encoder pass for the batch;
+    differentiable w.r.t. the vectors."""
     rows = [tokenize_with_style(diffusion.clip, text, {k: v[i] for k, v in vectors.items()}, placeholder)
             for i, text in enumerate(texts)]
     counts = [{key: len(chunks) for key, chunks in row.items()} for row in rows]
@@ -43,7 +46,7 @@ def encode_prompts_with_style(diffusion, texts: list[str], vectors: dict[str, to
     conds = list(torch.split(cond, [n * length for n in chunks], dim=1))
     starts = [sum(chunks[:i]) for i in range(len(chunks))]
     pooled = None if first_pooled is None else pooled_per_chunk.rows(first_pooled, starts).to(diffusion.device)
-    return join_conditionings(conds), pooled
+    return conds, pooled
 
 
 class _PooledPerChunk:

@@ -10,7 +10,9 @@ from pathlib import Path
 import torch
 
 from .core_modules import checkpoint_family, ddim, errors, families, gradient_checkpointing
+from . import objective
 from .families import family_of_model
+from .llm_gradients import allow_llm_gradients
 from .style_prompt import tokenize_with_style
 
 
@@ -98,7 +100,11 @@ class ComfyDiffusion:
     def allow_text_encoder_gradients(self) -> None:
         """ComfyUI's CLIP layers add to the residual stream in place (x += attn(ln1(x))); once a LoRA makes
         x require grad, autograd rejects that, because LayerNorm saved x. Feeding each LayerNorm a copy
-        keeps its saved input intact; values are unchanged. Calling it again changes nothing."""
+        keeps its saved input intact; values are unchanged. Its Llama blocks (Qwen3-4B) get an out-of-place
+        forward (comfy_adapter/llm_gradients.py). Calling it again changes nothing."""
+        if not getattr(self, "_text_encoder_gradients", False):
+            self._text_encoder_gradients = True
+            allow_llm_gradients(self.text_encoder_module)
         clone_layer_norm_inputs(self.text_encoder_module)
 
     @torch.no_grad()
@@ -136,50 +142,79 @@ class ComfyDiffusion:
         sigma = sigma.to(x).expand(x.shape[0])
         return ddim.eps_from_x0(x, self.unet.apply_model(x, sigma, **inputs), sigma)
 
-    def model_inputs(self, cond: torch.Tensor, pooled: torch.Tensor, latents: torch.Tensor) -> dict:
-        """The UNet's conditioning kwargs as ComfyUI's sampler builds them (SDXL adds the `y` vector)."""
-        height, width = latents.shape[-2] * self.downscale, latents.shape[-1] * self.downscale
-        conds = self.unet.extra_conds(cross_attn=cond, pooled_output=pooled, width=width, height=height,
-                                      target_width=width, target_height=height, device=self.device, noise=latents)
-        return {k: v.cond.to(self.device) for k, v in conds.items()}
+    def model_inputs(self, cond: torch.Tensor, pooled: torch.Tensor | None, latents: torch.Tensor) -> dict:
+        """The denoiser's conditioning kwargs as ComfyUI's sampler builds them (SDXL adds the `y` vector)."""
+        return {k: _on(v.cond, self.device) for k, v in self._row_conds(cond, pooled, latents).items()}
 
     def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        """sigmas drawn uniformly from the model's own table (model_sampling.sigmas): the discrete training
-        timesteps of SD1.x / SDXL, the shifted flow times of Klein and Z-Image."""
-        ms = self.unet.model_sampling
-        return ms.sigmas[torch.randint(0, len(ms.sigmas), (count,), generator=generator)].float()
+        """sigmas drawn uniformly from the model's own table of training noise levels (model_sampling.sigmas: the
+        discrete DDPM timesteps of SD, the shifted flow times of Flux.2 and Z-Image)."""
+        table = self.unet.model_sampling.sigmas
+        return table[torch.randint(0, len(table), (count,), generator=generator)].float()
 
-    def epsilon_loss(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor | None,
-                     generator: torch.Generator) -> torch.Tensor:
-        """The model's own objective (see `_prediction_and_target`), sigma uniform over the model's own table."""
+    def diffusion_loss(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor | None,
+                       generator: torch.Generator) -> torch.Tensor:
+        """The model's own objective (comfy_adapter/objective.py: eps for SD, flow matching for Flux.2 and Z-Image),
+        one cond for the whole batch, sigma from the model's training table."""
         n = latents.shape[0]
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         sigma = self.sample_sigmas(n, generator).to(latents)
-        pooled = None if pooled is None else pooled.expand(n, -1)
-        predicted, target = self._prediction_and_target(latents, noise, sigma, cond.expand(n, -1, -1), pooled)
+        predicted, target = self._output_and_target(latents, noise, sigma, cond.expand(n, -1, -1),
+                                                    None if pooled is None else pooled.expand(n, -1))
         return torch.nn.functional.mse_loss(predicted.float(), target.float())
 
-    def epsilon_losses(self, latents: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor | None,
-                       generators: list[torch.Generator]) -> torch.Tensor:
-        """The model's own objective per item (N,), in one denoiser pass over the batch; cond and pooled hold one
-        row per item.
+    def diffusion_losses(self, latents: torch.Tensor, conds, pooled: torch.Tensor | None,
+                         generators: list[torch.Generator]) -> torch.Tensor:
+        """The model's objective per item (N,); `conds` holds one row per item, as an (N, L, W) tensor or a list of
+        (1, L_i, W) rows. Rows go through the denoiser in as few passes as ComfyUI's sampler would batch them
+        (`batched_inputs`): one for SD and for rows of one length.
 
-        Item i's noise and t come from generators[i], drawn as `epsilon_loss` draws them for one item, so an
+        Item i's noise and sigma come from generators[i], drawn as `diffusion_loss` draws them for one item, so an
         item's loss does not depend on the batch it is in.
         """
         noise = torch.cat([torch.randn(latents[:1].shape, generator=g) for g in generators]).to(latents)
         sigma = torch.cat([self.sample_sigmas(1, g) for g in generators]).to(latents)
-        predicted, target = self._prediction_and_target(latents, noise, sigma, cond, pooled)
+        predicted, target = self._output_and_target(latents, noise, sigma, conds, pooled)
         return (predicted.float() - target.float()).pow(2).flatten(1).mean(1)
 
-    def _prediction_and_target(self, latents, noise, sigma, cond, pooled) -> tuple[torch.Tensor, torch.Tensor]:
-        """(model prediction, its target) in the form (x_t - x0) / sigma, with x_t made by ComfyUI's own
-        model_sampling.noise_scaling: for an eps or v model (x_t = x0 + sigma * eps) that is the noise, the DDPM
-        objective; for a flow model (CONST: x_t = (1 - sigma) x0 + sigma * eps, Klein, Z-Image) it is the velocity
-        eps - x0, flow matching. The prediction is the same form of ComfyUI's x0 prediction."""
-        noisy = self.unet.model_sampling.noise_scaling(sigma, noise, latents)
-        target = ddim.eps_from_x0(noisy, latents, sigma.to(noisy))
-        return self.eps(noisy, sigma, self.model_inputs(cond, pooled, latents)), target
+    def _output_and_target(self, latents, noise, sigma, conds, pooled) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's raw output at x_t and its training target, in the space model_sampling defines."""
+        sampling = self.unet.model_sampling
+        noisy = sampling.noise_scaling(sigma, noise, latents)
+        passes = self.batched_inputs(conds, pooled, latents)
+        order = torch.tensor([i for rows, _ in passes for i in rows])
+        denoised = torch.cat([self.unet.apply_model(noisy[rows], sigma[rows], **inputs) for rows, inputs in passes])
+        denoised = denoised[torch.argsort(order)] if len(passes) > 1 else denoised
+        return (objective.raw_output(sampling, sigma, denoised, noisy),
+                objective.training_target(sampling, sigma, noise, latents))
+
+    def batched_inputs(self, conds, pooled: torch.Tensor | None, latents: torch.Tensor) -> list[tuple[list, dict]]:
+        """[(row indices, denoiser kwargs)]: each row's conditioning as ComfyUI's sampler builds it (extra_conds),
+        joined the way its sampler joins conditionings. Cross-attention contexts of different lengths always join
+        (the UNet's CONDCrossAttn repeats each to their least common multiple, which leaves attention unchanged);
+        other conditionings (a DiT's text tokens, Z-Image's token count) join only when ComfyUI's can_concat allows,
+        so rows it would run apart run apart."""
+        from comfy.conds import CONDCrossAttn
+        rows = list(conds.split(1)) if torch.is_tensor(conds) else list(conds)
+        built = [self._row_conds(cond, None if pooled is None else pooled[i:i + 1], latents[i:i + 1])
+                 for i, cond in enumerate(rows)]
+
+        def joins(a: dict, b: dict) -> bool:
+            return a.keys() == b.keys() and all(
+                (x.cond.shape[2] == b[k].cond.shape[2]) if isinstance(x, CONDCrossAttn) else x.can_concat(b[k])
+                for k, x in a.items())
+
+        groups: list[list[int]] = []
+        for i, row in enumerate(built):
+            group = next((g for g in groups if joins(built[g[0]], row)), None)
+            group.append(i) if group is not None else groups.append([i])
+        return [(group, {k: _on(c.concat([built[i][k] for i in group[1:]]), self.device)
+                         for k, c in built[group[0]].items()}) for group in groups]
+
+    def _row_conds(self, cond: torch.Tensor, pooled: torch.Tensor | None, latents: torch.Tensor) -> dict:
+        height, width = latents.shape[-2] * self.downscale, latents.shape[-1] * self.downscale
+        return self.unet.extra_conds(cross_attn=cond, pooled_output=pooled, width=width, height=height,
+                                     target_width=width, target_height=height, device=self.device, noise=latents)
 
     @torch.no_grad()
     def sample(self, prompts: list[str], negative: str, size: int, steps: int, seed: int, cfg: float = 7.0) -> torch.Tensor:
@@ -208,8 +243,7 @@ class ComfyDiffusion:
         """One image (1, H, W, 3) by euler on the normal schedule from a VAE-space latent; (cond, pooled) pairs."""
         import comfy.sample
         samples = comfy.sample.sample(self.model, comfy.sample.prepare_noise(latent, seed), steps, cfg, "euler", "normal",
-                                      [[positive[0], {"pooled_output": positive[1]}]],
-                                      [[negative[0], {"pooled_output": negative[1]}]],
+                                      [_conditioning(*positive)], [_conditioning(*negative)],
                                       latent, denoise=denoise, seed=seed, disable_pbar=True)
         return self.vae.decode(samples).float().cpu()
 
@@ -226,10 +260,21 @@ def clone_layer_norm_inputs(module: torch.nn.Module) -> None:
                                             if torch.is_grad_enabled() else None)
 
 
+def _on(value, device: torch.device):
+    """A conditioning value on `device` (ComfyUI's constant conditionings, such as a token count, are plain numbers)."""
+    return value.to(device) if torch.is_tensor(value) else value
+
+
+def _conditioning(cond: torch.Tensor, pooled: torch.Tensor | None) -> list:
+    """One CONDITIONING entry, with a pooled output only for families that have one."""
+    return [cond, {} if pooled is None else {"pooled_output": pooled}]
+
+
 def encode_prompt_with_style(diffusion: ComfyDiffusion, text: str, vectors: dict[str, torch.Tensor],
-                             placeholder: str) -> tuple[torch.Tensor, torch.Tensor]:
+                             placeholder: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(cond, pooled) with the style vectors in place of the placeholder, exactly as the prompt node
-    encodes (the same core injection, the same ComfyUI encode); differentiable w.r.t. the vectors."""
+    encodes (the same tokenize_with_style, inside the chat template on LLM encoders, the same ComfyUI encode);
+    pooled is None for families without a pooled vector. Differentiable w.r.t. the vectors."""
     tokens = tokenize_with_style(diffusion.clip, text, vectors, placeholder)
     return encoded(diffusion, diffusion.clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True))
 

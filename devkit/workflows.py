@@ -8,6 +8,8 @@ generated from it with the host's /object_info, so the two never drift:
 """
 import json
 
+from core.families import get_family, unsupported_on_host, version_text
+
 from . import paths
 
 WORKFLOWS_DIR = paths.REPO_ROOT / "workflows"
@@ -30,6 +32,23 @@ def ui_workflows() -> dict[str, dict]:
 def workflow_family(name: str) -> str:
     """The family a bundled workflow is made for: its name ends with the family's key ("style-tokens-klein")."""
     return name.rsplit("-", 1)[-1]
+
+
+# Workflows that need more of the host than their family does: name -> (the newest ComfyUI that cannot run it, why).
+NEEDS_NEWER_HOST = {
+    "style-tokens-zimage": ((0, 3, 75), "style tokens on Z-Image need a ComfyUI whose Qwen3 tokenizer reads "
+                                        "`embedding:` (0.3.75 builds Z-Image's without an embeddings folder)"),
+}
+
+
+def unsupported_workflow(name: str, host_version: tuple) -> str | None:
+    """Why a ComfyUI of `host_version` cannot run this bundled workflow (naming the versions), or None when it can."""
+    reason = unsupported_on_host(get_family(workflow_family(name)), host_version)
+    if reason is None and name in NEEDS_NEWER_HOST and tuple(host_version) <= NEEDS_NEWER_HOST[name][0]:
+        newest, why = NEEDS_NEWER_HOST[name]
+        reason = (f"{name}: {why}; it needs a ComfyUI newer than {version_text(newest)}, this host is ComfyUI "
+                  f"{version_text(host_version)}")
+    return reason
 
 
 def _is_link(value) -> bool:

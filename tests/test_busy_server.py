@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from comfy_adapter import versions
-from core.families import get_family, unsupported_on_host
+
 from devkit import paths
 from devkit.soak import variant
-from devkit.workflows import api_workflows, workflow_family
+from devkit.workflows import api_workflows, unsupported_workflow
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.server, pytest.mark.hosts]
 PROMPTS, CLIENTS, CANCELLED = 30, 3, (4, 9, 15, 22, 27)
@@ -32,7 +32,7 @@ def workflows() -> list[str]:
     """Every bundled workflow whose family this host serves (the host lane's older hosts lack the DiT families)."""
     host = versions.host_version(paths.comfyui_dir())
     return [name for name in sorted(api_workflows())
-            if unsupported_on_host(get_family(workflow_family(name)), host) is None]
+            if unsupported_workflow(name, host) is None]
 
 
 def prompt(index: int) -> dict:

@@ -5,8 +5,8 @@ import pytest
 
 from devkit.browser import drop_workflow_png, frontend, load_workflow, prompt_of_shown_graph, registered_stylesmith_nodes
 from devkit.node_docs import stylesmith_nodes
-from devkit.family_gate import family_params
-from devkit.workflows import overlapping_boxes, ui_workflows, workflow_family
+from devkit.family_gate import workflow_params
+from devkit.workflows import overlapping_boxes, ui_workflows
 
 pytestmark = [pytest.mark.server, pytest.mark.hosts]
 
@@ -21,7 +21,7 @@ def test_frontend_registers_every_stylesmith_node(page, object_info):
     assert sorted(registered_stylesmith_nodes(page)) == sorted(stylesmith_nodes(object_info))
 
 
-@pytest.mark.parametrize("name", family_params(sorted(ui_workflows()), workflow_family))
+@pytest.mark.parametrize("name", workflow_params(sorted(ui_workflows())))
 def test_workflow_loads_in_the_real_frontend_and_runs(name, page, comfy_server, tmp_path):
     shown = load_workflow(page, name)
     assert shown.get("status") == 200 and "error" not in shown, shown
@@ -36,7 +36,7 @@ def test_workflow_loads_in_the_real_frontend_and_runs(name, page, comfy_server, 
     assert result.status == "success" and result.images, f"the graph the frontend shows did not run: {result.error}"
 
 
-@pytest.mark.parametrize("name", family_params(sorted(ui_workflows()), workflow_family))
+@pytest.mark.parametrize("name", workflow_params(sorted(ui_workflows())))
 def test_dropping_the_workflow_png_loads_its_graph(name, page):
     shown = drop_workflow_png(page, name)
     assert shown.get("status") == 200 and "error" not in shown, shown

@@ -43,11 +43,12 @@ def generators(seeds) -> list[torch.Generator]:
 def test_a_batch_encodes_as_each_caption_alone(diffusion):
     """One text-encoder pass for the batch: every row's cond (repeated to the batch's length) and pooled output
     are those of its caption encoded alone."""
-    from comfy_adapter.batch_conditioning import encode_prompts_with_style
+    from comfy_adapter.batch_conditioning import encode_prompts_with_style, join_conditionings
     from comfy_adapter.diffusion import encode_prompt_with_style
     tokens, texts = tokens_for(diffusion, 3), [SHORT, LONG, "sks"]
     with torch.no_grad():
-        cond, pooled = encode_prompts_with_style(diffusion, texts, tokens, "sks")
+        conds, pooled = encode_prompts_with_style(diffusion, texts, tokens, "sks")
+        cond = join_conditionings(conds)
         alone = [encode_prompt_with_style(diffusion, t, {k: v[i] for k, v in tokens.items()}, "sks")
                  for i, t in enumerate(texts)]
     assert [c.shape[1] for c, _ in alone] == [77, 154, 77] and cond.shape[:2] == (3, 154)

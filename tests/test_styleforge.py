@@ -134,7 +134,7 @@ def fixed_loss(result, items, prompt: str, seeds: int = 24) -> float:
     with torch.no_grad():
         cond, pooled = d.encode_prompt(prompt)
         latents = encoded(result, items)
-        losses = [d.epsilon_loss(latent[None], cond, pooled, torch.Generator().manual_seed(seed))
+        losses = [d.diffusion_loss(latent[None], cond, pooled, torch.Generator().manual_seed(seed))
                   for seed in range(seeds) for latent in latents]
     return float(torch.stack(losses).mean())
 
@@ -177,7 +177,7 @@ def test_prior_term_is_the_aux_loss_under_the_class_prompt(tiny_checkpoint, imag
         aux = micro_batches(d, plan, 0, next(batches))[0][1]
         cond, pooled = d.encode_prompt(prompt)
         with torch.no_grad():
-            return d.epsilon_losses(aux.latents, cond.expand(len(aux.captions), -1, -1),
+            return d.diffusion_losses(aux.latents, cond.expand(len(aux.captions), -1, -1),
                                     pooled.expand(len(aux.captions), -1), aux.generators).mean().item()
 
     class_loss, instance_loss = aux_loss("a photo of style"), aux_loss("a photo of zwx style")

@@ -87,7 +87,7 @@ def held_out_loss(result, d) -> float:
     from tests.test_styleforge import encoded
     with torch.no_grad():
         cond, pooled = diffusion.encode_prompt(d.instance_prompt)
-        losses = [diffusion.epsilon_loss(latent[None], cond, pooled, torch.Generator().manual_seed(seed))
+        losses = [diffusion.diffusion_loss(latent[None], cond, pooled, torch.Generator().manual_seed(seed))
                   for seed in HELD_OUT_SEEDS for latent in encoded(result, d.styleref)]
     return float(torch.stack(losses).mean())
 
@@ -242,7 +242,7 @@ def lora_gradients(result) -> dict[str, torch.Tensor]:
     latents = encoded(result, d.styleref)
     result.loras.zero_grad()
     with diffusion.training():
-        diffusion.epsilon_losses(latents, cond.expand(len(latents), -1, -1), pooled,
+        diffusion.diffusion_losses(latents, cond.expand(len(latents), -1, -1), pooled,
                                  [torch.Generator().manual_seed(s) for s in range(len(latents))]).mean().backward()
     return {n: p.grad.clone() for n, p in result.loras.named_parameters()}
 

@@ -97,7 +97,7 @@ def test_gradient_checkpointing_leaves_the_gradients_unchanged(tiny_checkpoint):
     def gradients():
         lora.zero_grad(set_to_none=True)
         calls.clear()
-        diffusion.epsilon_loss(latents, cond, pooled, torch.Generator().manual_seed(2)).backward()
+        diffusion.diffusion_loss(latents, cond, pooled, torch.Generator().manual_seed(2)).backward()
         return {name: p.grad.clone() for name, p in lora.named_parameters()}, len(calls)
 
     plain, plain_calls = gradients()

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from core.families import FAMILIES
-from devkit.family_gate import family_params
+from devkit.family_gate import workflow_params
 from devkit.workflow_pngs import PNG_DIR, embedded_graphs
 from devkit.workflows import (api_workflows, check_ui_workflow, layout_problems, overlapping_boxes, ui_workflows,
-                              workflow_family)
+                              unsupported_workflow, workflow_family)
 
 pytestmark = [pytest.mark.server, pytest.mark.hosts]
 
@@ -20,12 +20,25 @@ def test_every_workflow_has_both_twins():
     assert all(workflow_family(name) in FAMILIES for name in api_workflows()), "names end with their family's key"
 
 
-@pytest.mark.parametrize("name", family_params(sorted(ui_workflows()), workflow_family))
+def test_a_host_that_cannot_run_a_workflow_is_named_with_the_versions():
+    """Its family's first ComfyUI, or more where the workflow needs more (Z-Image style tokens: not on 0.3.75)."""
+    assert unsupported_workflow("style-tokens-zimage", (0, 3, 75)) == (
+        "style-tokens-zimage: style tokens on Z-Image need a ComfyUI whose Qwen3 tokenizer reads `embedding:` (0.3.75 "
+        "builds Z-Image's without an embeddings folder); it needs a ComfyUI newer than 0.3.75, this host is ComfyUI "
+        "0.3.75")
+    assert unsupported_workflow("style-tokens-zimage", (0, 3, 64)) == (
+        "Z-Image needs ComfyUI 0.3.75 or newer; this host is ComfyUI 0.3.64")
+    assert unsupported_workflow("style-tokens-zimage", (0, 33, 0)) is None
+    assert unsupported_workflow("style-tokens-klein", (0, 3, 75)).startswith("Flux.2 Klein 4B needs ComfyUI 0.9.2")
+    assert unsupported_workflow("style-tokens-sd15", (0, 3, 64)) is None
+
+
+@pytest.mark.parametrize("name", workflow_params(sorted(ui_workflows())))
 def test_ui_workflow_uses_known_nodes_and_consistent_links(name, object_info):
     assert check_ui_workflow(ui_workflows()[name], object_info) == []
 
 
-@pytest.mark.parametrize("name", family_params(sorted(ui_workflows()), workflow_family))
+@pytest.mark.parametrize("name", workflow_params(sorted(ui_workflows())))
 def test_ui_workflow_reads_left_to_right_without_overlaps(name, object_info):
     assert layout_problems(ui_workflows()[name], object_info) == []
 
@@ -50,7 +63,7 @@ def test_check_ui_workflow_catches_a_broken_link(object_info):
     assert any(f"link {ui['links'][0][0]}" in p for p in problems)
 
 
-@pytest.mark.parametrize("name", family_params(sorted(api_workflows()), workflow_family))
+@pytest.mark.parametrize("name", workflow_params(sorted(api_workflows())))
 def test_api_workflow_runs_and_writes_pictures_that_differ(name, comfy_server):
     """A NaN anywhere upstream reaches SaveImage as a flat (black) picture, so every saved image must vary; and
     a workflow that saves several (with and without a style, a sweep) must not save the same one throughout."""
@@ -65,7 +78,7 @@ def test_api_workflow_runs_and_writes_pictures_that_differ(name, comfy_server):
         assert len({np.asarray(image).tobytes() for image in result.images}) > 1, "every saved image is the same"
 
 
-@pytest.mark.parametrize("name", family_params(sorted(api_workflows()), workflow_family))
+@pytest.mark.parametrize("name", workflow_params(sorted(api_workflows())))
 def test_workflow_png_carries_exactly_the_bundled_graph(name):
     ui, prompt = embedded_graphs(PNG_DIR / f"{name}.png")
     assert ui == ui_workflows()[name], f"workflows/png/{name}.png is stale: run python -m devkit.generate"

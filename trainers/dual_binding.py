@@ -69,7 +69,7 @@ class DualBindingLoss(nn.Module):
             for kind, set_index, weight in (("instance", 2 * c, 1.0), ("prior", 2 * c + 1, self.prior_weight)):
                 batch = batches[set_index]
                 cond, pooled = self.conditions([d.prompt(kind, caption) for caption in batch.captions])
-                loss = self.diffusion.epsilon_losses(batch.latents, cond, pooled, batch.generators).mean()
+                loss = self.diffusion.diffusion_losses(batch.latents, cond, pooled, batch.generators).mean()
                 total = total + weight * loss
                 parts[f"{d.component.name} {kind}"] = loss.item()
         return total, parts

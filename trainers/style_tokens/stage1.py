@@ -2,8 +2,11 @@
 
 Each image i gets its own tokens V_i (n_tokens x width per text encoder, init N(0, 0.02^2)); everything
 else is frozen. V_i replaces the placeholder of the image's caption at the text encoder's input (the
-same injection as the nodes) and is fitted with the standard eps-prediction loss on the image's VAE
-latents, t uniform:   min_V  E_{t, eps} || eps - eps_theta(z_t, t, TE(caption[sks -> V_i])) ||^2
+same injection as the nodes, inside the chat template on LLM encoders) and is fitted with the base model's own
+diffusion loss on the image's VAE latents, sigma uniform over the model's training table:
+    min_V  E_{t, eps} || f_theta(z_t, t, TE(caption[sks -> V_i])) - target(eps, z_0, t) ||^2
+where f is the network's raw output and its target what ComfyUI's model_sampling implies (comfy_adapter/objective.py):
+the noise eps for SD1.x / SDXL (the paper's loss), the flow velocity eps - z_0 for Flux.2 Klein and Z-Image.
 Images go in batches, each with its own V_i (AdamW, lr 1e-3, 200 steps, batch 8, 512 px by default): one
 text-encoder pass and one UNet pass per batch. Captions may run past the text encoder's 77 tokens: they are encoded
 in 77-token chunks, as ComfyUI encodes the prompt when sampling (the authors truncate at 77).
@@ -90,7 +93,7 @@ def batch_loss(diffusion, latents: torch.Tensor, captions: list[str], tokens: di
     tokens (captions of any length, in 77-token chunks as ComfyUI encodes them; rows of different lengths are joined
     as ComfyUI batches them), then one UNet pass for the whole batch."""
     cond, pooled = encode_prompts_with_style(diffusion, captions, tokens, placeholder)
-    return diffusion.epsilon_losses(latents, cond, pooled, generators)
+    return diffusion.diffusion_losses(latents, cond, pooled, generators)
 
 
 def invert_batch(diffusion, precision, latents, captions, ids, args, widths) -> tuple[dict, list[float]]:
@@ -177,7 +180,7 @@ def train(args) -> dict:
     batches = [todo[i:i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
     started = time.perf_counter()
     images = image_stream.image_batches([e.image for e in todo], args.resolution, args.batch_size, args.workers)
-    with finishing_steps():
+    with finishing_steps(), diffusion.training():
         invert_all(diffusion, precision, dataset, batches, images, shard_number, args, widths, world)
     seconds = time.perf_counter() - started
     world.barrier()

@@ -1,7 +1,10 @@
 """Style tokens, stage 3 (Chang, DESIGN §5.1): joint fine-tuning of encoder and projection heads with the
 diffusion loss, through the frozen text encoder and UNet:
 
-    min_{E, heads}  E_{x, t, eps} || eps - eps_theta(z_t, t, TE(caption[sks -> heads(E(x))])) ||^2
+    min_{E, heads}  E_{x, t, eps} || f_theta(z_t, t, TE(caption[sks -> heads(E(x))])) - target(eps, z_0, t) ||^2
+
+with the base model's own objective as in stage 1 (eps prediction on SD1.x / SDXL, flow matching on Flux.2 Klein and
+Z-Image: comfy_adapter/objective.py).
 
 Unlike the authors' script, the text encoder really runs (its pass was commented out there), and the VAE
 encodes the image at the training resolution, not the 224-px encoder tensor. Paper defaults: AdamW lr 2e-4,
@@ -56,7 +59,7 @@ def style_loss(diffusion, encoder, pixels, latents, captions, placeholder, gener
     """The batch's mean diffusion loss: one encoder pass, one text-encoder pass and one UNet pass for the batch.
     Rows draw their noise, then their timesteps, from `generator` in turn."""
     cond, pooled = encode_prompts_with_style(diffusion, captions, encoder(pixels), placeholder)
-    return diffusion.epsilon_losses(latents, cond, pooled, [generator] * len(captions)).mean()
+    return diffusion.diffusion_losses(latents, cond, pooled, [generator] * len(captions)).mean()
 
 
 def write_samples(diffusion, encoder, examples, args) -> None:
@@ -125,7 +128,8 @@ def train(args) -> None:
         return loss, {"diffusion loss": loss.item()}
 
     encoder.train()
-    history = loop.run(steps, lambda step: loop.accumulated_step(lambda: micro_step(step)), "stage 3")
+    with diffusion.training():
+        history = loop.run(steps, lambda step: loop.accumulated_step(lambda: micro_step(step)), "stage 3")
     encoder.eval()
     if world.is_main:
         write_results(diffusion, encoder, examples, dataset, history, steps, args)
