@@ -103,20 +103,12 @@ def test_multi_styleforge_on_klein_loss_falls_on_the_held_out_check(klein_run):
         assert a < 0.9 * b, f"{d.component.name}: held-out flow-matching loss {b:.4f} -> {a:.4f}"
 
 
-def test_the_objective_is_flow_matching_read_off_the_models_sampling(klein_run):
-    """Klein's model_sampling is ComfyUI's CONST (x_t = (1 - sigma) x0 + sigma noise): the target is the velocity
-    noise - x0, and sigmas come from the model's own shifted table."""
+def test_the_trainer_draws_sigmas_from_the_models_own_flow_table(klein_run):
+    """Klein's model_sampling is ComfyUI's CONST (x_t = (1 - sigma) x0 + sigma noise), and the trainer's sigmas come
+    from its own shifted table. (The velocity target every trainer shares is pinned in test_style_token_training_dit.)"""
     import comfy.model_sampling
-    result, _, _ = klein_run
-    diffusion = result.diffusion
+    diffusion = klein_run[0].diffusion
     assert isinstance(diffusion.unet.model_sampling, comfy.model_sampling.CONST)
-    generator = torch.Generator().manual_seed(1)
-    latents, noise = torch.randn(2, 128, 4, 4, generator=generator), torch.randn(2, 128, 4, 4, generator=generator)
-    cond, pooled = diffusion.encode_prompt("a photo of style")
-    with torch.no_grad():
-        _, target = diffusion._prediction_and_target(latents, noise, torch.tensor([0.3, 0.8]),
-                                                     cond.expand(2, -1, -1), pooled)
-    torch.testing.assert_close(target, noise - latents, rtol=1e-5, atol=1e-5)
     sigmas = diffusion.sample_sigmas(64, torch.Generator().manual_seed(2))
     assert torch.isin(sigmas, diffusion.unet.model_sampling.sigmas.float()).all() and sigmas.max() <= 1
 
