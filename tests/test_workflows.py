@@ -52,10 +52,11 @@ def test_check_ui_workflow_catches_a_broken_link(object_info):
     assert any(f"link {ui['links'][0][0]}" in p for p in problems)
 
 
-# Two saved images "differ" when their mean |difference| is at least one grey level (of 255). A graph whose style is
-# ignored computes the same numbers and saves the same bytes (0 on this deterministic CPU host); the smallest real
-# effect in the bundled workflows on the tiny models (OSASIS SPN at weight 0.1, 5 decode steps) is MIN_SEEN grey levels.
-DIFFERENT = 1.0
+# Two saved images "differ" when their mean |difference| is at least half a grey level (of 255). A graph whose style is
+# ignored computes the same numbers and saves the same bytes (0: the host is deterministic), and rounding noise moves
+# a few pixels by one level (far below 0.5 on average); the smallest real effect measured on the tiny models is Klein's
+# style tokens, 1.4 grey levels, then the OSASIS SPN at weight 0.1, 4.2.
+DIFFERENT = 0.5
 
 
 def grey_levels_apart(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,7 +87,6 @@ def test_api_workflow_runs_and_every_picture_shows_its_style(name, comfy_server)
         assert len(without.images) == len(result.images)
         for i, (image, plain) in enumerate(zip(result.images, without.images)):
             apart = grey_levels_apart(image, plain)
-            print(f"{name} image {i} without the {ablation}: {apart:.3f} grey levels apart")
             assert apart >= DIFFERENT, \
                 f"saved image {i} is the same without the {ablation} ({apart:.3f} grey levels apart)"
 
