@@ -10,7 +10,7 @@ the rest of the graph, so ComfyUI's cache reruns only the nodes downstream of th
 - OSASIS LoRA and SPN: OSASIS Decode at lora_strength 0, or at spn_weight 0 (z_style is covered by the mixing
   sweep, whose images must differ from each other).
 """
-import json
+import copy
 
 
 def _plain_text_encode(node: dict) -> dict:
@@ -37,6 +37,6 @@ def ablations(api: dict) -> dict[str, dict]:
     variants = {}
     for name, (class_type, ablate) in ABLATIONS.items():
         if any(node["class_type"] == class_type for node in api.values()):
-            variants[name] = {node_id: ablate(node) if node["class_type"] == class_type else json.loads(json.dumps(node))
+            variants[name] = {node_id: ablate(node) if node["class_type"] == class_type else copy.deepcopy(node)
                               for node_id, node in api.items()}
     return variants

@@ -80,7 +80,7 @@ def test_api_workflow_runs_and_every_picture_shows_its_style(name, comfy_server)
         apart = grey_levels_apart(result.images[i], result.images[j])
         assert apart >= DIFFERENT, f"saved images {i} and {j} are the same ({apart:.3f} grey levels apart)"
     variants = ablations(api)
-    assert variants, "the workflow has no style, LoRA or SPN to take out: add its node type to devkit.workflow_ablations"
+    assert variants, "the workflow has no style, LoRA or SPN to take out: add its node to devkit.workflow_ablations"
     for ablation, graph in variants.items():
         without = comfy_server.run(graph)
         assert without.status == "success", without.error
