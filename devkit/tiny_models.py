@@ -42,9 +42,11 @@ _COMMON = dict(use_checkpoint=False, image_size=32, use_spatial_transformer=True
 # UNet configs in the form comfy.model_detection.detect_unet_config returns them.
 # transformer_depth_middle = -2 means "no middle block".
 UNET_CONFIGS = {
+    # One level and a middle block with attention: OSASIS mixing (core/osasis/mixing.py) gives the middle block its
+    # own style share, so every mix in (0.5, 1] decodes differently, as on a real SD1.5.
     ("sd15", "tiny"): dict(_COMMON, adm_in_channels=None, context_dim=768, use_linear_in_transformer=False,
                            num_res_blocks=[1], channel_mult=[1], transformer_depth=[1],
-                           transformer_depth_output=[0, 0], transformer_depth_middle=-2),
+                           transformer_depth_output=[0, 0], transformer_depth_middle=1),
     # Smallest SD1.5 UNet with 2 levels and a middle block, attention everywhere (per-level tests, e.g. OSASIS mixing).
     ("sd15", "two-level"): dict(_COMMON, adm_in_channels=None, context_dim=768, use_linear_in_transformer=False,
                                 num_res_blocks=[1, 1], channel_mult=[1, 1], transformer_depth=[1, 1],
@@ -178,8 +180,9 @@ def ensure_default_models(models_dir: Path, seed: int = DEFAULT_SEED, text_encod
     from .tiny_style_encoders import BUILT_FOR, DEFAULT_STYLE_ENCODERS, build_style_encoder_file
     built = []
     for spec in DEFAULT_MODELS:
+        # The UNet config is part of the recipe, so changing it rebuilds the file (and what is made from it).
         recipe = {"builder": BUILDER_VERSION, "family": spec.family, "size": spec.size, "seed": seed,
-                  "text_encoder_dtype": text_encoder_dtype}
+                  "text_encoder_dtype": text_encoder_dtype, "unet": UNET_CONFIGS[(spec.family, spec.size)]}
         built.append(ensure_built(models_dir / "checkpoints" / spec.file_name, recipe,
                                   lambda p, s=spec: build_checkpoint(p, s.family, s.size, seed, text_encoder_dtype)))
     for family in BUILT_FOR:

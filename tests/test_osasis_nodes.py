@@ -154,9 +154,12 @@ def test_mixing_and_prompt_steer_the_decode_and_inputs_stay_untouched(comfy_in_p
     structure = encode(comfy_in_process, sd15, unit_latent(2), steps=20)
     code_before = structure.code.clone()
     content_only = decode(comfy_in_process, sd15, structure)
-    mixes = {mix: decode(comfy_in_process, sd15, structure, z_style=sd15["z_style"], mix=mix) for mix in (0.0, 0.25, 1.0)}
+    mixes = {mix: decode(comfy_in_process, sd15, structure, z_style=sd15["z_style"], mix=mix)
+             for mix in (0.0, 0.25, 0.5, 1.0)}
     assert torch.equal(mixes[0.0], content_only), "mix 0 is z_content everywhere"
     assert relative_error(mixes[0.25], mixes[0.0]) > 1e-4 and relative_error(mixes[0.25], mixes[1.0]) > 1e-4
+    # Past 0.5 only the middle block's share grows: the tiny SD1.5 needs its middle block to show it.
+    assert relative_error(mixes[0.5], mixes[1.0]) > 1e-4, "mix 0.5 and mix 1 decode the same"
     prompted = decode(comfy_in_process, sd15, structure, prompt=sd15["prompt"])
     assert relative_error(prompted, content_only) > 1e-4
     assert torch.equal(structure.code, code_before)

@@ -1,5 +1,6 @@
 """Every bundled workflow: the UI twin is loadable and laid out left to right, the API twin runs in the real host.
 (That the UI twin is generated from the API twin is checked on the pinned host, in test_generated_files.py.)"""
+import itertools
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from core.families import FAMILIES
 from devkit.family_gate import workflow_params
+from devkit.workflow_ablations import ablations
 from devkit.workflow_pngs import PNG_DIR, embedded_graphs
 from devkit.workflows import (api_workflows, check_ui_workflow, layout_problems, overlapping_boxes, ui_workflows,
                               unsupported_workflow, workflow_family)
@@ -63,19 +65,43 @@ def test_check_ui_workflow_catches_a_broken_link(object_info):
     assert any(f"link {ui['links'][0][0]}" in p for p in problems)
 
 
+# Two saved images "differ" when their mean |difference| is at least half a grey level (of 255). A graph whose style is
+# ignored computes the same numbers and saves the same bytes (0: the host is deterministic), and rounding noise moves
+# a few pixels by one level (far below 0.5 on average); the smallest real effect measured on the tiny models is Klein's
+# style tokens, 1.4 grey levels, then the OSASIS SPN at weight 0.1, 4.2.
+DIFFERENT = 0.5
+
+
+def grey_levels_apart(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).mean() * 255)
+
+
 @pytest.mark.parametrize("name", workflow_params(sorted(api_workflows())))
-def test_api_workflow_runs_and_writes_pictures_that_differ(name, comfy_server):
-    """A NaN anywhere upstream reaches SaveImage as a flat (black) picture, so every saved image must vary; and
-    a workflow that saves several (with and without a style, a sweep) must not save the same one throughout."""
-    result = comfy_server.run(api_workflows()[name])
+def test_api_workflow_runs_and_every_picture_shows_its_style(name, comfy_server):
+    """Every saved image varies (a NaN upstream saves a flat, black picture), differs from every other the workflow
+    saves (a sweep, with and without a prompt), and changes when any one of the workflow's styles, LoRAs or SPNs is
+    taken out (devkit.workflow_ablations)."""
+    api = api_workflows()[name]
+    result = comfy_server.run(api)
     assert result.status == "success", result.error
     assert result.images, "the workflow saved no image"
     for image, path in zip(result.images, result.image_paths):
         assert path.is_file()
         assert image.ndim == 3 and image.shape[2] == 3
         assert float(np.std(image)) > 2 / 255, f"{path.name} is flat: something upstream is NaN"
-    if len(result.images) > 1:
-        assert len({np.asarray(image).tobytes() for image in result.images}) > 1, "every saved image is the same"
+    for i, j in itertools.combinations(range(len(result.images)), 2):
+        apart = grey_levels_apart(result.images[i], result.images[j])
+        assert apart >= DIFFERENT, f"saved images {i} and {j} are the same ({apart:.3f} grey levels apart)"
+    variants = ablations(api)
+    assert variants, "the workflow has no style, LoRA or SPN to take out: add its node to devkit.workflow_ablations"
+    for ablation, graph in variants.items():
+        without = comfy_server.run(graph)
+        assert without.status == "success", without.error
+        assert len(without.images) == len(result.images)
+        for i, (image, plain) in enumerate(zip(result.images, without.images)):
+            apart = grey_levels_apart(image, plain)
+            assert apart >= DIFFERENT, \
+                f"saved image {i} is the same without the {ablation} ({apart:.3f} grey levels apart)"
 
 
 @pytest.mark.parametrize("name", workflow_params(sorted(api_workflows())))
