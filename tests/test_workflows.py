@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from core.families import FAMILIES
+from core.formats.osasis_style_file import load_osasis_style
 from devkit.family_gate import family_params
 from devkit.workflow_pngs import PNG_DIR, embedded_graphs
 from devkit.workflows import (api_workflows, check_ui_workflow, layout_problems, overlapping_boxes, ui_workflows,
@@ -63,6 +64,27 @@ def test_api_workflow_runs_and_writes_pictures_that_differ(name, comfy_server):
         assert float(np.std(image)) > 2 / 255, f"{path.name} is flat: something upstream is NaN"
     if len(result.images) > 1:
         assert len({np.asarray(image).tobytes() for image in result.images}) > 1, "every saved image is the same"
+
+
+def osasis_schedules(api: dict) -> list[tuple[tuple, str]]:
+    """((t0, steps, scheduler) of the Structural Encode, style file) for every OSASIS Decode fed by both."""
+    pairs = []
+    for node in api.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "StyleSmithOsasisDecode" and "osasis_style" in inputs:
+            encode = api[inputs["structure"][0]]["inputs"]
+            style = api[inputs["osasis_style"][0]]["inputs"]["style_name"]
+            pairs.append(((encode["t0"], encode["steps"], encode["scheduler"]), style))
+    return pairs
+
+
+@pytest.mark.parametrize("name", family_params(sorted(n for n, api in api_workflows().items() if osasis_schedules(api)),
+                                               workflow_family))
+def test_osasis_workflow_encodes_on_its_styles_training_schedule(name, tiny_models_dir):
+    """Otherwise OSASIS Decode warns that the style comes out weaker (core/osasis/decode.py schedule_difference)."""
+    for made, style_name in osasis_schedules(api_workflows()[name]):
+        style = load_osasis_style(tiny_models_dir / "osasis" / style_name)
+        assert made == (style.t0, style.steps, style.scheduler), (style_name, made)
 
 
 @pytest.mark.parametrize("name", family_params(sorted(api_workflows()), workflow_family))
