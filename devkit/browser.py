@@ -16,8 +16,9 @@ from . import paths
 
 SCREENSHOTS_DIR = paths.REPO_ROOT / "docs" / "screenshots"
 WINDOW = (1920, 1200)
-# First-run settings a user dismisses once: the Templates dialog and the minimap.
-SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
+# First-run settings a user dismisses once: the Templates dialog and the minimap. Level of detail off: a tall graph
+# fitted to the window is drawn below the frontend's font-size threshold, which would blank every node's text.
+SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "LiteGraph.Canvas.MinFontSizeForLOD": 0}
 LOAD_SCRIPT = """
 const [url, done] = [arguments[0], arguments[arguments.length - 1]];
 (async () => {

@@ -201,7 +201,7 @@ def ensure_default_models(models_dir: Path, seed: int = DEFAULT_SEED, text_encod
               "checkpoint_sha256": json.loads(sd15.with_name(sd15.name + ".stamp.json").read_text())["sha256"],
               "style_encoder_sha256": json.loads(encoder.with_name(encoder.name + ".stamp.json").read_text())["sha256"]}
     built.append(ensure_built(models_dir / "osasis" / DEFAULT_OSASIS_STYLES["sd15"], recipe,
-                              lambda p: build_osasis_style(p, sd15, encoder, seed)))
+                              lambda p: build_osasis_style(p, ["--checkpoint", str(sd15)], encoder, seed)))
     return built
 
 
@@ -234,7 +234,10 @@ def main(args) -> None:
     if args.models_dir is not None:
         ensure_default_models(args.models_dir, args.seed, args.text_encoder_dtype)
         from .tiny_dit_models import ensure_split_models
-        ensure_split_models(args.models_dir, versions.host_version(locate_comfyui()), args.seed)
+        from .tiny_osasis_styles import ensure_dit_osasis_styles
+        host_version = versions.host_version(locate_comfyui())
+        ensure_split_models(args.models_dir, host_version, args.seed)
+        ensure_dit_osasis_styles(args.models_dir, host_version, args.seed)
     if args.inputs_dir is not None:
         from .example_inputs import write_example_inputs
         write_example_inputs(args.inputs_dir)

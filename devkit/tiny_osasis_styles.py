@@ -1,8 +1,11 @@
-"""The default OSASIS style for the demo workflows, made by the real trainer on the tiny SD1.5 model.
+"""The default OSASIS styles for the demo workflows, made by the real trainer on the tiny models: SD1.5's from its
+checkpoint, Flux.2 Klein's from its split files (built only where the host runs Klein, `ensure_dit_osasis_styles`).
 
-Two iterations on the procedural style reference and content image (`example_inputs`), with the
-tiny style encoder for z_sem and the losses: enough for a non-zero LoRA and SPN, in seconds.
+Two iterations on the procedural style reference and content image (`example_inputs`), with the family's tiny style
+encoder for z_sem and the losses, on the schedule the bundled osasis-stylise workflows decode with (t0 0.5 of 10
+normal steps, so OSASIS Decode has no schedule to warn about): enough for a non-zero LoRA and SPN, in seconds.
 """
+import json
 import tempfile
 from pathlib import Path
 
@@ -10,22 +13,52 @@ from core.formats.safe_files import copy_atomic
 
 from .example_inputs import content_image, style_reference
 
-DEFAULT_OSASIS_STYLES = {"sd15": "stylesmith-tiny-osasis-sd15.safetensors"}
+DEFAULT_OSASIS_STYLES = {"sd15": "stylesmith-tiny-osasis-sd15.safetensors",
+                         "klein": "stylesmith-tiny-osasis-klein.safetensors"}
 TRAINING = {"resolution": 64, "ddim_steps": 10, "iterations": 2, "lr": 1e-3}
 
 
-def build_osasis_style(path: Path, checkpoint: Path, style_encoder: Path, seed: int) -> None:
+def build_osasis_style(path: Path, model_argv: list[str], style_encoder: Path, seed: int) -> None:
+    """Train a style on the model `model_argv` names (--checkpoint, or Klein's --diffusion-model, --text-encoder and
+    --vae) and write it to `path`."""
     from trainers.osasis.train import parse_args, train
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         style_reference(64, seed=seed).save(work / "style.png")
         (work / "content").mkdir()
         content_image(64).save(work / "content" / "0.png")
-        result = train(parse_args([
-            "--checkpoint", str(checkpoint), "--style", str(work / "style.png"), "--content", str(work / "content"),
+        result = train(parse_args(model_argv + [
+            "--style", str(work / "style.png"), "--content", str(work / "content"),
             "--style-encoder", str(style_encoder), "--output-dir", str(work / "out"), "--name", path.stem,
             "--resolution", str(TRAINING["resolution"]), "--ddim-steps", str(TRAINING["ddim_steps"]),
             "--steps", str(TRAINING["iterations"]), "--lr", str(TRAINING["lr"]), "--spn-lr", str(TRAINING["lr"]),
             "--sampler-steps", "4", "--sdedit-candidates", "2", "--batch-size", "1", "--save-dtype", "fp32",
-            "--seed", str(seed), "--no-resume"]))
+            "--workers", "0", "--seed", str(seed), "--no-resume"]))
         copy_atomic(result.style_path, path)
+
+
+def _sha256(path: Path) -> str:
+    return json.loads(path.with_name(path.name + ".stamp.json").read_text())["sha256"]
+
+
+def ensure_dit_osasis_styles(models_dir: Path, host_version: tuple, seed: int) -> list[Path]:
+    """Build Klein's default OSASIS style from its tiny split files unless an identical build is there; skipped
+    (with the reason) on hosts that do not run Klein's tiny files."""
+    from .tiny_dit_models import SPLIT_MODELS, unsupported_here
+    from .tiny_models import BUILDER_VERSION, ensure_built
+    from .tiny_style_encoders import DEFAULT_STYLE_ENCODERS
+    reason = unsupported_here("klein", host_version)
+    if reason is not None:
+        print(f"[tiny_models] no tiny Klein OSASIS style: {reason}", flush=True)
+        return []
+    spec = SPLIT_MODELS["klein"]
+    files = {"--diffusion-model": models_dir / "diffusion_models" / spec.diffusion_model,
+             "--text-encoder": models_dir / "text_encoders" / spec.text_encoder,
+             "--vae": models_dir / "vae_approx" / spec.vae}
+    stamped = dict(files, **{"--vae": models_dir / "vae_approx" / f"{spec.vae}_decoder.safetensors"})
+    encoder = models_dir / "style_encoders" / DEFAULT_STYLE_ENCODERS["klein"]
+    recipe = {"builder": BUILDER_VERSION, "seed": seed, "training": TRAINING, "style_encoder_sha256": _sha256(encoder),
+              "model_sha256": {flag: _sha256(path) for flag, path in stamped.items()}}
+    model_argv = [part for flag, path in files.items() for part in (flag, str(path))]
+    return [ensure_built(models_dir / "osasis" / DEFAULT_OSASIS_STYLES["klein"], recipe,
+                         lambda p: build_osasis_style(p, model_argv, encoder, seed))]

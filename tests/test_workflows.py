@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from core.families import FAMILIES
+from core.formats.osasis_style_file import load_osasis_style
 from devkit.family_gate import workflow_params
 from devkit.workflow_ablations import ablations
 from devkit.workflow_pngs import PNG_DIR, embedded_graphs
@@ -102,6 +103,26 @@ def test_api_workflow_runs_and_every_picture_shows_its_style(name, comfy_server)
             apart = grey_levels_apart(image, plain)
             assert apart >= DIFFERENT, \
                 f"saved image {i} is the same without the {ablation} ({apart:.3f} grey levels apart)"
+
+
+def osasis_schedules(api: dict) -> list[tuple[tuple, str]]:
+    """((t0, steps, scheduler) of the Structural Encode, style file) for every OSASIS Decode fed by both."""
+    pairs = []
+    for node in api.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "StyleSmithOsasisDecode" and "osasis_style" in inputs:
+            encode = api[inputs["structure"][0]]["inputs"]
+            style = api[inputs["osasis_style"][0]]["inputs"]["style_name"]
+            pairs.append(((encode["t0"], encode["steps"], encode["scheduler"]), style))
+    return pairs
+
+
+@pytest.mark.parametrize("name", workflow_params(sorted(n for n, api in api_workflows().items() if osasis_schedules(api))))
+def test_osasis_workflow_encodes_on_its_styles_training_schedule(name, tiny_models_dir):
+    """Otherwise OSASIS Decode warns that the style comes out weaker (core/osasis/decode.py schedule_difference)."""
+    for made, style_name in osasis_schedules(api_workflows()[name]):
+        style = load_osasis_style(tiny_models_dir / "osasis" / style_name)
+        assert made == (style.t0, style.steps, style.scheduler), (style_name, made)
 
 
 @pytest.mark.parametrize("name", workflow_params(sorted(api_workflows())))
