@@ -44,3 +44,18 @@ def write_example_inputs(input_dir: Path) -> list[Path]:
             image.save(path)
         written.append(path)
     return written
+
+
+def write_styleforge_sets(root: Path, references: int = 3) -> dict[str, Path]:
+    """Two StyleForge components' folders under `root`: StyleRef images `refs` / `refs2` (procedural styles) and Aux
+    images `aux` / `aux2` (the content picture turned); `references` images in `refs`, two in each other folder."""
+    sets = {}
+    for name, make, count in (("refs", lambda i: style_reference(72, seed=i), references),
+                              ("aux", lambda i: content_image(64).rotate(20 * i), 2),
+                              ("refs2", lambda i: style_reference(64, seed=50 + i).rotate(90), 2),
+                              ("aux2", lambda i: content_image(64).transpose(0), 2)):
+        (root / name).mkdir()
+        for i in range(count):
+            make(i).save(root / name / f"{i}.png")
+        sets[name] = root / name
+    return sets

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from core.data.aspect_buckets import fit_to_bucket
 from core.data.image_folder import DatasetError
 from core.formats.lora_file import read_lora
-from devkit.example_inputs import content_image, style_reference
+from devkit.example_inputs import content_image, write_styleforge_sets
 from devkit.paths import REPO_ROOT
 from devkit.processes import file_size_limit, kill_when_written, signal_when_written
 from trainers import common
@@ -44,17 +44,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def image_sets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("styleforge-data")
-    sets = {}
-    for name, make, count in (("refs", lambda i: style_reference(72, seed=i), 3),
-                              ("aux", lambda i: content_image(64).rotate(20 * i), 2),
-                              ("refs2", lambda i: style_reference(64, seed=50 + i).rotate(90), 2),
-                              ("aux2", lambda i: content_image(64).transpose(0), 2)):
-        (root / name).mkdir()
-        for i in range(count):
-            make(i).save(root / name / f"{i}.png")
-        sets[name] = root / name
-    return sets
+    return write_styleforge_sets(tmp_path_factory.mktemp("styleforge-data"))
 
 
 def argv(checkpoint, sets, out, *extra, steps=3, lr="5e-3"):

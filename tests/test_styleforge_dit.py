@@ -14,7 +14,7 @@ from core.errors import UserValueError
 from core.families import FAMILIES
 from core.lora.adapters import LoRASet
 from core.formats.lora_file import read_lora
-from devkit.example_inputs import content_image, style_reference
+from devkit.example_inputs import write_styleforge_sets
 from devkit.in_process import NodeExecutionError
 from devkit.tiny_dit_models import SPLIT_MODELS
 from trainers.styleforge import parse_args, resolve_text_encoder_training, train
@@ -43,15 +43,7 @@ def encode_calls():
 
 @pytest.fixture(scope="module")
 def image_sets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("styleforge-dit-data")
-    for name, make, count in (("refs", lambda i: style_reference(72, seed=i), 2),
-                              ("aux", lambda i: content_image(64).rotate(20 * i), 2),
-                              ("refs2", lambda i: style_reference(64, seed=50 + i).rotate(90), 2),
-                              ("aux2", lambda i: content_image(64).transpose(0), 2)):
-        (root / name).mkdir()
-        for i in range(count):
-            make(i).save(root / name / f"{i}.png")
-    return root
+    return write_styleforge_sets(tmp_path_factory.mktemp("styleforge-dit-data"), references=2)["refs"].parent
 
 
 def klein_argv(tiny_models_dir, out, *extra, steps=12):
