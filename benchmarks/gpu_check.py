@@ -12,8 +12,8 @@ files of devkit.tiny_dit_models). Then, one after another, every trainer (style 
 stages 1-3, StyleForge with and without the text-encoder LoRA, Multi-StyleForge, OSASIS) runs a few steps on each
 model at its default precision and at --precision bf16, in its own process under benchmarks.trainer_probe; SDXL,
 Klein and Z-Image runs add --gradient-checkpointing where the trainer's --help offers it (Klein and Z-Image
-trainers cache the Qwen3-4B outputs themselves; the text-encoder LoRA run is left out there, as the trainer refuses
-it for LLM encoders). A run passes when
+trainers cache the Qwen3-4B outputs themselves; the text-encoder LoRA run is left out there: StyleForge keeps an
+LLM encoder frozen, so it would repeat the styleforge run). A run passes when
 - the trainer exits 0 on the requested device and every loss it logged is finite;
 - its weights moved (each optimiser's parameters at the end differ from those at its first step) and stayed finite;
 - its result file (stage 1: the embedding its --export writes) exists and holds only finite tensors;

@@ -135,7 +135,7 @@ TRAINERS = {t.name: t for t in (
     Trainer("styleforge", "trainers.styleforge", styleforge_data, "styleforge.safetensors", "lora", ("styleforge",),
             extra=("--no-train-text-encoder",)),
     Trainer("styleforge-te", "trainers.styleforge", styleforge_data, "styleforge.safetensors", "lora", ("styleforge",),
-            extra=(), llm_encoders=False),     # the text-encoder LoRA is refused for LLM encoders
+            extra=(), llm_encoders=False),     # an LLM encoder stays frozen: it would repeat styleforge
     Trainer("multistyleforge", "trainers.styleforge", multistyleforge_data, "styleforge.safetensors", "lora",
             ("multistyleforge",)),
     Trainer("osasis", "trainers.osasis.train", osasis_data, "osasis_style.safetensors", "osasis",
