@@ -72,7 +72,8 @@ def build(out_dir: Path, family: str, seed: int) -> tuple[Path, Path, Path]:
     recipe = {"builder": RECIPE_VERSION, "seed": seed}
     ensure_built(model_file, json.loads(json.dumps(dict(recipe, config=FULL_CONFIGS[family]))),
                  lambda p: write_random(diffusion_model(family, "cpu"), p, seed))
-    ensure_built(encoder_file, dict(recipe, text_encoder="qwen3_4b"), lambda p: write_random(text_encoder("cpu"), p, seed))
+    ensure_built(encoder_file, dict(recipe, text_encoder="qwen3_4b"),
+                 lambda p: write_random(text_encoder("cpu"), p, seed))
     return model_file, encoder_file, vae
 
 
