@@ -9,8 +9,8 @@ layers at width 3840). ComfyUI's own classes build each model on the meta device
 is read without weights (`parameter_count`, which the CPU tests check); only `build` materialises the model in bf16
 on the CPU, fills it with devkit.tiny_models.init_weights_ and writes it (Klein 7.2 GiB, Z-Image 11.5 GiB).
 The text encoder is Qwen3-4B at ComfyUI's own full config (36 layers, 4.0B parameters, 7.5 GiB), shared by both
-families. The VAE is the tiny models' approximate VAE (taef2 / taef1): the goals measure the transformer's training,
-and the VAE only encodes the few training images before it.
+families. The VAE is the tiny models' approximate VAE (taef2 / taef1, built beside them): the goals measure the
+transformer's training, and the VAE only encodes the few training images before it.
 """
 import argparse
 import json
@@ -59,13 +59,13 @@ def write_random(module: torch.nn.Module, path: Path, seed: int) -> None:
 
 def files(out_dir: Path, family: str) -> tuple[Path, Path, Path]:
     """Where the family's diffusion model, text encoder and VAE (the approximate VAE pair's prefix) are."""
-    from devkit import paths
-    vae = paths.models_dir() / "vae_approx" / SPLIT_MODELS[family].vae
+    vae = out_dir / "vae_approx" / SPLIT_MODELS[family].vae
     return out_dir / f"random-{family}.safetensors", out_dir / QWEN3_4B_FILE, vae
 
 
 def build(out_dir: Path, family: str, seed: int) -> tuple[Path, Path, Path]:
     """Write the family's files unless a stamp says the same recipe made them; return their paths."""
+    from devkit.tiny_dit_models import ensure_vae_approx
     from devkit.tiny_models import ensure_built
     model_file, encoder_file, vae = files(out_dir, family)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +74,7 @@ def build(out_dir: Path, family: str, seed: int) -> tuple[Path, Path, Path]:
                  lambda p: write_random(diffusion_model(family, "cpu"), p, seed))
     ensure_built(encoder_file, dict(recipe, text_encoder="qwen3_4b"),
                  lambda p: write_random(text_encoder("cpu"), p, seed))
+    ensure_vae_approx(vae.parent, vae.name, seed)
     return model_file, encoder_file, vae
 
 
