@@ -7,7 +7,7 @@ every trainer on full-size Flux.2 Klein 4B and Z-Image.
 
 The full-size random-weight checkpoints (SD1.5 at 512 px, SDXL at 1024 px; devkit.tiny_models, size "full") are
 built once into the work folder and reused by later runs; so are Klein 4B's and Z-Image's split files at their
-real architecture sizes, random, in bf16, at 1024 px (benchmarks.full_size_dit says how; --tiny: the tiny split
+real architecture sizes, random, in bf16, at 1024 px (devkit.full_size_dit says how; --tiny: the tiny split
 files of devkit.tiny_dit_models). Then, one after another, every trainer (style tokens
 stages 1-3, StyleForge with and without the text-encoder LoRA, Multi-StyleForge, OSASIS) runs a few steps on each
 model at its default precision and at --precision bf16, in its own process under benchmarks.trainer_probe; SDXL,
@@ -113,8 +113,8 @@ def full_size_style_encoder(path: Path, family: str) -> Path:
 
 def full_size_split_files(folder: Path, family: str) -> tuple[Path, Path, Path]:
     """Klein 4B's or Z-Image's random split files, built in their own process (building configures ComfyUI)."""
-    from .full_size_dit import files
-    subprocess.run([sys.executable, "-m", "benchmarks.full_size_dit", "--family", family, "--out-dir", str(folder)],
+    from devkit.full_size_dit import files
+    subprocess.run([sys.executable, "-m", "devkit.full_size_dit", "--family", family, "--out-dir", str(folder)],
                    cwd=paths.REPO_ROOT, check=True)
     return files(folder, family)
 

@@ -33,7 +33,7 @@ def test_tiny_klein_styleforge_runs_with_checkpointing_and_its_memory_goal(tiny_
 def test_full_size_recipes_are_the_released_architectures_on_the_meta_device():
     """Klein 4B's transformer is 3.88B parameters, Z-Image's 6.15B, Qwen3-4B 4.02B (its model card: 4.0B); ComfyUI
     detects the Klein state dict's shapes as the released file's (hidden 3072, 24 heads, 5 + 20 blocks)."""
-    from benchmarks.full_size_dit import diffusion_model, parameter_count, text_encoder
+    from devkit.full_size_dit import diffusion_model, parameter_count, text_encoder
     klein, zimage, qwen = diffusion_model("klein"), diffusion_model("zimage"), text_encoder()
     import comfy.model_detection      # importable once diffusion_model has put ComfyUI on the path
     assert {p.device.type for m in (klein, zimage, qwen) for p in m.parameters()} == {"meta"}

@@ -1,6 +1,6 @@
 """Full-size random-weight Flux.2 Klein 4B and Z-Image split files for `benchmarks.gpu_check`.
 
-    python -m benchmarks.full_size_dit --family klein --out-dir WORK/split      # what gpu_check runs, once per recipe
+    python -m devkit.full_size_dit --family klein --out-dir WORK/split      # what gpu_check runs, once per recipe
 
 How they are built: the configs below are the tiny ones of devkit.tiny_dit_models with the sizes of the released
 models put back, in the form ComfyUI's detection reads off a file (comfy/model_detection.py; the real Klein 4B
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from comfy_adapter.host import import_comfy
-from devkit.tiny_dit_models import DIT_CONFIGS, SPLIT_MODELS, STORAGE_DTYPE
+from .tiny_dit_models import DIT_CONFIGS, SPLIT_MODELS, STORAGE_DTYPE, ensure_vae_approx
 
 RECIPE_VERSION = 1
 FULL_CONFIGS = {
@@ -52,7 +52,7 @@ def parameter_count(module: torch.nn.Module) -> int:
 
 def write_random(module: torch.nn.Module, path: Path, seed: int) -> None:
     from core.formats.safe_files import write_safetensors_atomic
-    from devkit.tiny_models import init_weights_
+    from .tiny_models import init_weights_
     init_weights_(module, torch.Generator().manual_seed(seed))
     write_safetensors_atomic(module.state_dict(), path, {})
 
@@ -65,8 +65,7 @@ def files(out_dir: Path, family: str) -> tuple[Path, Path, Path]:
 
 def build(out_dir: Path, family: str, seed: int) -> tuple[Path, Path, Path]:
     """Write the family's files unless a stamp says the same recipe made them; return their paths."""
-    from devkit.tiny_dit_models import ensure_vae_approx
-    from devkit.tiny_models import ensure_built
+    from .tiny_models import ensure_built
     model_file, encoder_file, vae = files(out_dir, family)
     out_dir.mkdir(parents=True, exist_ok=True)
     recipe = {"builder": RECIPE_VERSION, "seed": seed}
@@ -79,7 +78,7 @@ def build(out_dir: Path, family: str, seed: int) -> tuple[Path, Path, Path]:
 
 
 def main(argv=None) -> None:
-    from devkit.tiny_models import DEFAULT_SEED
+    from .tiny_models import DEFAULT_SEED
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", choices=list(FULL_CONFIGS), required=True)
     p.add_argument("--out-dir", type=Path, required=True)
