@@ -1,5 +1,5 @@
 """One command for a CUDA machine: every trainer and every bundled workflow on full-size SD1.5 and SDXL, and
-every trainer on full-size Flux.2 Klein 4B and Z-Image.
+with --families klein zimage every trainer on full-size Flux.2 Klein 4B and Z-Image (a device run of its own).
 
     bash .gpu/env.sh python3 -m benchmarks.gpu_check          # on the lent GPU machine (see docs/development.md)
     python -m benchmarks.gpu_check --tiny --device cpu         # the same code path: tiny models, 64 px, 2 steps
@@ -21,7 +21,8 @@ LLM encoder frozen, so it would repeat the styleforge run). A run passes when
   gives finite images, and changes the image (SD1.5 and SDXL: the DiT families' workflows are run by the demo and
   the tests on the tiny files, not here).
 Peak GPU memory is set against the issue's goals (MEMORY_GOALS_GIB: StyleForge on Klein 4B and Z-Image, OSASIS) in
-the table's "goal" column and in summary.json; a missed goal is reported, not a failed run.
+the table's "goal" column and in summary.json; a missed goal is reported, not a failed run. (The goal of style-token
+sampling against plain sampling is benchmarks.style_tokens' ratio, not measured here.)
 Printed: each run's time per optimiser step (median after warm-up, synchronised on CUDA) and peak GPU memory,
 measured in the trainer's own process, then one table and the device. The table also goes to WORK/summary.json.
 Exit status 1 when anything failed.
