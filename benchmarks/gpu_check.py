@@ -1,18 +1,28 @@
-"""One command for a CUDA machine: every trainer and every bundled workflow on full-size SD1.5 and SDXL.
+"""One command for a CUDA machine: every trainer and every bundled workflow on full-size SD1.5 and SDXL, and
+with --families klein zimage every trainer on full-size Flux.2 Klein 4B and Z-Image (a device run of its own).
 
     bash .gpu/env.sh python3 -m benchmarks.gpu_check          # on the lent GPU machine (see docs/development.md)
     python -m benchmarks.gpu_check --tiny --device cpu         # the same code path: tiny models, 64 px, 2 steps
+    python -m benchmarks.gpu_check --families klein zimage --precisions bf16    # the DiT families, on their own
 
 The full-size random-weight checkpoints (SD1.5 at 512 px, SDXL at 1024 px; devkit.tiny_models, size "full") are
-built once into the work folder and reused by later runs. Then, one after another, every trainer (style tokens
+built once into the work folder and reused by later runs; so are Klein 4B's and Z-Image's split files at their
+real architecture sizes, random, in bf16, at 1024 px (devkit.full_size_dit says how; --tiny: the tiny split
+files of devkit.tiny_dit_models). Then, one after another, every trainer (style tokens
 stages 1-3, StyleForge with and without the text-encoder LoRA, Multi-StyleForge, OSASIS) runs a few steps on each
-model at its default precision and at --precision bf16, in its own process under benchmarks.trainer_probe; SDXL
-runs add --gradient-checkpointing where the trainer's --help offers it. A run passes when
+model at its default precision and at --precision bf16, in its own process under benchmarks.trainer_probe; SDXL,
+Klein and Z-Image runs add --gradient-checkpointing where the trainer's --help offers it (Klein and Z-Image
+trainers cache the Qwen3-4B outputs themselves; the text-encoder LoRA run is left out there: StyleForge keeps an
+LLM encoder frozen, so it would repeat the styleforge run). A run passes when
 - the trainer exits 0 on the requested device and every loss it logged is finite;
 - its weights moved (each optimiser's parameters at the end differ from those at its first step) and stayed finite;
 - its result file (stage 1: the embedding its --export writes) exists and holds only finite tensors;
 - that file, loaded by its node in the bundled workflows of its kind (the first one run also without the file),
-  gives finite images, and changes the image.
+  gives finite images, and changes the image (SD1.5 and SDXL: the DiT families' workflows are run by the demo and
+  the tests on the tiny files, not here).
+Peak GPU memory is set against the issue's goals (MEMORY_GOALS_GIB: StyleForge on Klein 4B and Z-Image, OSASIS) in
+the table's "goal" column and in summary.json; a missed goal is reported, not a failed run. (The goal of style-token
+sampling against plain sampling is benchmarks.style_tokens' ratio, not measured here.)
 Printed: each run's time per optimiser step (median after warm-up, synchronised on CUDA) and peak GPU memory,
 measured in the trainer's own process, then one table and the device. The table also goes to WORK/summary.json.
 Exit status 1 when anything failed.
@@ -34,7 +44,14 @@ from .trainer_probe import gib
 from .gpu_check_trainers import (PRECISIONS, TRAINERS, Run, Setting, check_trainer_run, loss_first_last, offers_flag,
                                  run_trainer, trainer_arguments, with_dependencies, write_inputs)
 
-FULL_RESOLUTION = {"sd15": 512, "sdxl": 1024}
+FULL_RESOLUTION = {"sd15": 512, "sdxl": 1024, "klein": 1024, "zimage": 1024}
+SPLIT_FAMILIES = ("klein", "zimage")     # base models as split files (diffusion model, text encoder, VAE)
+GRADIENT_CHECKPOINTING = ("sdxl", *SPLIT_FAMILIES)
+# (trainer, family) -> the most peak GPU memory the run may take, in GiB (issue 20: 1024 px, gradient checkpointing,
+# cached text encoder)
+MEMORY_GOALS_GIB = {("styleforge", "klein"): 16, ("styleforge", "zimage"): 24, ("osasis", "klein"): 24,
+                    ("osasis", "zimage"): 24}
+GOAL_WORDS = {None: "n/a", True: "met", False: "MISSED"}     # n/a: no GPU memory measured (a CPU run)
 TINY_RESOLUTION, TINY_STEPS = 64, 2     # --tiny: the default tiny models, at 64 px, 2 steps per run
 
 
@@ -44,12 +61,14 @@ def parse_args(argv=None):
     p.add_argument("--device", help="torch device of trainers and workflows (default: cuda if available, else cpu)")
     p.add_argument("--only", nargs="+", choices=list(TRAINERS), metavar="TRAINER",
                    help=f"run only these trainers (and those they start from); of {', '.join(TRAINERS)}")
-    p.add_argument("--families", nargs="+", choices=list(FULL_RESOLUTION), default=list(FULL_RESOLUTION),
-                   help="base models to train on (default: both)")
+    p.add_argument("--families", nargs="+", choices=list(FULL_RESOLUTION), default=["sd15", "sdxl"],
+                   help="base models to train on (default: sd15 sdxl; klein and zimage are a device run of their "
+                        "own: with their 15 GiB and 19 GiB of files they do not fit one run beside the SD ones)")
     p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
                    help="default: the trainer's own (no --precision); bf16: --precision bf16")
     p.add_argument("--steps", type=int, help=f"optimiser steps per SD1.5 run (default 20; {TINY_STEPS} with --tiny)")
-    p.add_argument("--sdxl-steps", type=int, help="optimiser steps per SDXL run (default 10: at 1024 px a step costs "
+    p.add_argument("--sdxl-steps", type=int, help="optimiser steps per run at 1024 px: SDXL, Klein, Z-Image "
+                                                  "(default 10: at 1024 px a step costs "
                                                   f"about four SD1.5 steps; {TINY_STEPS} with --tiny)")
     p.add_argument("--trainer-args", action="append", default=[], metavar="TRAINER:ARGS",
                    help="extra arguments for one trainer's runs, e.g. --trainer-args 'styleforge:--rank 4'")
@@ -93,24 +112,56 @@ def full_size_style_encoder(path: Path, family: str) -> Path:
                                                                            architecture="ViT-B-32"))
 
 
-def settings(args) -> list[Setting]:
+def full_size_split_files(folder: Path, family: str) -> tuple[Path, Path, Path]:
+    """Klein 4B's or Z-Image's random split files, built in their own process (building configures ComfyUI)."""
+    from devkit.full_size_dit import files
+    subprocess.run([sys.executable, "-m", "devkit.full_size_dit", "--family", family, "--out-dir", str(folder)],
+                   cwd=paths.REPO_ROOT, check=True)
+    return files(folder, family)
+
+
+def tiny_split_files(family: str) -> tuple[Path, Path, Path]:
+    from devkit.tiny_dit_models import SPLIT_MODELS
+    spec, models = SPLIT_MODELS[family], paths.models_dir()
+    return (models / "diffusion_models" / spec.diffusion_model, models / "text_encoders" / spec.text_encoder,
+            models / "vae_approx" / spec.vae)
+
+
+def setting(args, family: str) -> Setting:
+    from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
+    steps = args.steps if family == "sd15" else args.sdxl_steps
+    split = None
     if args.tiny:
         from devkit.tiny_models import TINY_CHECKPOINTS
-        from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
         models = paths.models_dir()
-        return [Setting(f, models / "checkpoints" / TINY_CHECKPOINTS[f], TINY_RESOLUTION,
-                        args.steps if f == "sd15" else args.sdxl_steps,
-                        models / "style_encoders" / DEFAULT_STYLE_ENCODERS[f]) for f in args.families]
-    return [Setting(f, full_size_checkpoint(args.work / "checkpoints" / f"full-{f}.safetensors", f),
-                    FULL_RESOLUTION[f], args.steps if f == "sd15" else args.sdxl_steps,
-                    full_size_style_encoder(args.work / "style_encoders" / f"vit-b-32-{f}.safetensors", f))
-            for f in args.families]
+        split = tiny_split_files(family) if family in SPLIT_FAMILIES else None
+        checkpoint = split[0] if split else models / "checkpoints" / TINY_CHECKPOINTS[family]
+        return Setting(family, checkpoint, TINY_RESOLUTION, steps,
+                       models / "style_encoders" / DEFAULT_STYLE_ENCODERS[family], split)
+    if family in SPLIT_FAMILIES:
+        split = full_size_split_files(args.work / "split", family)
+    encoder_family = "klein" if family == "zimage" else family     # one qwen3_4b head serves both
+    return Setting(family, split[0] if split else full_size_checkpoint(
+                       args.work / "checkpoints" / f"full-{family}.safetensors", family),
+                   FULL_RESOLUTION[family], steps,
+                   full_size_style_encoder(args.work / "style_encoders" / f"vit-b-32-{encoder_family}.safetensors",
+                                           encoder_family), split)
+
+
+def settings(args) -> list[Setting]:
+    return [setting(args, family) for family in args.families]
+
+
+def trains_on(trainer, family: str) -> bool:
+    from core.families import get_family
+    return trainer.llm_encoders or not any(e.kind == "llm" for e in get_family(family).encoders)
 
 
 def plan(args, chosen: list[Setting]) -> list[Run]:
     names = with_dependencies(args.only or list(TRAINERS))
     return [Run(TRAINERS[name], setting, precision, args.work / "runs" / f"{name}-{setting.family}-{precision}")
-            for setting in chosen for precision in args.precisions for name in names]
+            for setting in chosen for precision in args.precisions for name in names
+            if trains_on(TRAINERS[name], setting.family)]
 
 
 def train_all(args, runs: list[Run]) -> None:
@@ -124,7 +175,7 @@ def train_all(args, runs: list[Run]) -> None:
             run.problems.append(f"not run: it starts from {needed.name}, which failed")
             print(f"[{number}/{len(runs)}] {run.name}: FAILED ({run.problems[-1]})", flush=True)
             continue
-        run.gradient_checkpointing = (run.setting.family == "sdxl" and run.trainer.base_model
+        run.gradient_checkpointing = (run.setting.family in GRADIENT_CHECKPOINTING and run.trainer.base_model
                                       and offers_flag(run.trainer.module, "--gradient-checkpointing"))
         arguments = trainer_arguments(run, inputs[run.setting.resolution], needed, args.device, args.tiny)
         arguments += args.trainer_args.get(run.trainer.name, [])
@@ -191,7 +242,10 @@ def run_workflows(host, run: Run, bundled: dict) -> set[str]:
 def check_workflows(args, runs: list[Run]) -> set[str]:
     """Every passing run's result file through its workflows, in one ComfyUI; returns the bundled workflows run."""
     from devkit.workflows import api_workflows
-    checked = [r for r in runs if r.ok]
+    checked = [r for r in runs if r.ok and r.setting.split is None]
+    if any(r.setting.split is not None for r in runs):
+        print("workflows: not run for Klein and Z-Image here (their workflows run in the demo and the tests)",
+              flush=True)
     if not checked:
         return set()
     host, bundled, ran = workflow_host(args, checked), api_workflows(), set()
@@ -204,7 +258,19 @@ def check_workflows(args, runs: list[Run]) -> set[str]:
 
 
 COLUMNS = ("run", "status", "s/step", "GPU GiB", "RSS GiB", "process s", "loss first->last", "weights moved",
-           "image change", "workflows", "grad ckpt")
+           "image change", "workflows", "grad ckpt", "goal")
+
+
+def memory_goal(run: Run) -> tuple[float | None, bool | None]:
+    """The run's peak-GPU-memory goal in GiB and whether it was met (None: no goal, or not measured)."""
+    goal = MEMORY_GOALS_GIB.get((run.trainer.name, run.setting.family))
+    peak = run.probe.get("peak_gpu_gib")
+    return goal, None if goal is None or peak is None else peak <= goal
+
+
+def goal_cell(run: Run) -> str:
+    goal, met = memory_goal(run)
+    return "-" if goal is None else f"<={goal}:{GOAL_WORDS[met]}"
 
 
 def table_rows(runs: list[Run]) -> list[tuple]:
@@ -215,7 +281,8 @@ def table_rows(runs: list[Run]) -> list[tuple]:
                      gib(r.probe.get("peak_gpu_gib")), gib(r.probe.get("peak_rss_gib")), f"{r.wall_seconds:.0f}",
                      f"{first:.4g}->{last:.4g}",
                      f"{r.probe.get('smallest_max_change', math.nan):.2e}", f"{r.image_change:.2e}",
-                     f"{r.workflows_ok}/{r.workflows_run}", "yes" if r.gradient_checkpointing else "no"))
+                     f"{r.workflows_ok}/{r.workflows_run}", "yes" if r.gradient_checkpointing else "no",
+                     goal_cell(r)))
     return rows
 
 
@@ -237,7 +304,8 @@ def summary(args, runs: list[Run], workflows_ran: set[str], seconds: float) -> d
                       "steps": r.setting.steps, "gradient_checkpointing": r.gradient_checkpointing,
                       "process_seconds": r.wall_seconds, **r.probe,
                       "loss_first_last": loss_first_last(r), "image_change": r.image_change,
-                      "workflows_ok": r.workflows_ok, "workflows_run": r.workflows_run} for r in runs]}
+                      "workflows_ok": r.workflows_ok, "workflows_run": r.workflows_run,
+                      "memory_goal_gib": memory_goal(r)[0], "memory_goal_met": memory_goal(r)[1]} for r in runs]}
 
 
 def main(args) -> int:
@@ -254,6 +322,9 @@ def main(args) -> int:
     print_table(runs)
     print(f"device: {', '.join(report['devices']) or 'none (no trainer ran)'}")
     print(f"bundled workflows run: {len(workflows_ran)}; not run: {', '.join(report['workflows_not_run']) or 'none'}")
+    missed = [r.name for r in runs if memory_goal(r)[1] is False]
+    if missed:
+        print(f"peak GPU memory over its goal: {', '.join(missed)}")
     failed = [r.name for r in runs if not r.ok]
     print(f"{len(runs) - len(failed)}/{len(runs)} runs passed in {seconds:.0f} s"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))

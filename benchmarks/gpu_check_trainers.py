@@ -28,10 +28,18 @@ PRECISIONS = ("default", "bf16")     # default: the trainer's own (auto), no --p
 class Setting:
     """A base model the check trains on, at its native resolution."""
     family: str
-    checkpoint: Path
+    checkpoint: Path                 # the single-file checkpoint, or the diffusion model of split files
     resolution: int
     steps: int                       # optimiser steps per run
     style_encoder: Path              # z_sem and loss encoder of OSASIS, and of the workflows' semantic encodes
+    split: tuple[Path, Path, Path] | None = None    # diffusion model, text encoder, VAE (Flux.2 Klein, Z-Image)
+
+    def base_arguments(self) -> list[str]:
+        """The trainer flags that name this base model."""
+        if self.split is None:
+            return ["--checkpoint", str(self.checkpoint)]
+        model, encoder, vae = self.split
+        return ["--diffusion-model", str(model), "--text-encoder", str(encoder), "--vae", str(vae)]
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,7 @@ class Trainer:
     extra: tuple[str, ...] = ()      # fixed arguments of this variant
     base_model: bool = True          # loads the checkpoint (so --gradient-checkpointing may apply)
     steps: int | None = None         # its --steps, where that counts something else than optimiser steps
+    llm_encoders: bool = True        # runs on families whose text encoder is an LLM (Klein, Z-Image)
 
 
 TRAINERS = {t.name: t for t in (
@@ -126,7 +135,7 @@ TRAINERS = {t.name: t for t in (
     Trainer("styleforge", "trainers.styleforge", styleforge_data, "styleforge.safetensors", "lora", ("styleforge",),
             extra=("--no-train-text-encoder",)),
     Trainer("styleforge-te", "trainers.styleforge", styleforge_data, "styleforge.safetensors", "lora", ("styleforge",),
-            extra=()),
+            extra=(), llm_encoders=False),     # an LLM encoder stays frozen: it would repeat styleforge
     Trainer("multistyleforge", "trainers.styleforge", multistyleforge_data, "styleforge.safetensors", "lora",
             ("multistyleforge",)),
     Trainer("osasis", "trainers.osasis.train", osasis_data, "osasis_style.safetensors", "osasis",
@@ -181,7 +190,7 @@ def offers_flag(module: str, flag: str) -> bool:
 def trainer_arguments(run: Run, inputs: Inputs, needed: "Run | None", device: str, tiny: bool) -> list[str]:
     """The command line of one run: few steps, no preview pictures, fresh output."""
     t, s = run.trainer, run.setting
-    return [*(["--checkpoint", str(s.checkpoint)] if t.base_model else []),
+    return [*(s.base_arguments() if t.base_model else []),
             "--output-dir", str(run.output_dir), "--steps", str(t.steps or s.steps), "--device", device, "--no-resume",
             *(["--precision", run.precision] if run.precision != "default" else []),
             *(["--gradient-checkpointing"] if run.gradient_checkpointing else []),

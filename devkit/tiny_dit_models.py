@@ -209,15 +209,19 @@ def ensure_split_models(models_dir: Path, host_version: tuple, seed: int) -> lis
         recipe = {"builder": BUILDER_VERSION, "seed": seed, "options": FLUX1_TEXT_ENCODERS[name][1]}
         built.append(ensure_built(models_dir / "text_encoders" / name, recipe,
                                   lambda p, n=name: build_flux1_text_encoder(p, n, seed)))
-    folder = models_dir / "vae_approx"
     for name in sorted(vaes):
-        recipe = {"builder": BUILDER_VERSION, "seed": seed, "latent_channels": VAE_LATENT_CHANNELS[name]}
-        decoder, encoder = folder / f"{name}_decoder.safetensors", folder / f"{name}_encoder.safetensors"
-        if not encoder.is_file():       # the decoder's stamp stands for the pair
-            decoder.unlink(missing_ok=True)
-        built.append(ensure_built(decoder, recipe, lambda p, n=name: build_vae_approx(folder, n, seed)))
-        built.append(encoder)
+        built += ensure_vae_approx(models_dir / "vae_approx", name, seed)
     return built + ensure_dit_loras(models_dir, built, seed)
+
+
+def ensure_vae_approx(folder: Path, name: str, seed: int) -> list[Path]:
+    """The approximate VAE pair `name` in `folder` (VAELoader lists it as `name`), built unless already there."""
+    from .tiny_models import ensure_built
+    recipe = {"builder": BUILDER_VERSION, "seed": seed, "latent_channels": VAE_LATENT_CHANNELS[name]}
+    decoder, encoder = folder / f"{name}_decoder.safetensors", folder / f"{name}_encoder.safetensors"
+    if not encoder.is_file():       # the decoder's stamp stands for the pair
+        decoder.unlink(missing_ok=True)
+    return [ensure_built(decoder, recipe, lambda p: build_vae_approx(folder, name, seed)), encoder]
 
 
 def ensure_dit_loras(models_dir: Path, built: list[Path], seed: int) -> list[Path]:
