@@ -93,9 +93,14 @@ class ComfyDiffusion:
 
     def release_text_encoder(self) -> None:
         """Move the text encoder off the accelerator (its outputs are cached): an LLM encoder such as Qwen3-4B
-        is not kept beside the model being trained. A later encode_prompt loads it again."""
-        import comfy.model_management
-        comfy.model_management.unload_model_and_clones(self.clip.patcher)
+        is not kept beside the model being trained. A later encode_prompt loads it again. Through free_memory with
+        every other loaded model kept, which every supported ComfyUI has (its unload_model_and_clones, which does the
+        same, came after 0.3.75)."""
+        import comfy.model_management as mm
+        patcher = self.clip.patcher
+        others = [loaded for loaded in mm.current_loaded_models
+                  if loaded.model is not None and not loaded.model.is_clone(patcher)]
+        mm.free_memory(1e30, patcher.load_device, keep_loaded=others)
 
     def allow_text_encoder_gradients(self) -> None:
         """ComfyUI's CLIP layers add to the residual stream in place (x += attn(ln1(x))); once a LoRA makes
