@@ -287,8 +287,7 @@ def encode_prompt_with_style(diffusion: ComfyDiffusion, text: str, vectors: dict
 def encoded(diffusion: ComfyDiffusion, out: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(cond, pooled) of ComfyUI's encode_from_tokens dict on the trainer's device; pooled None where the family has
     no pooled vector."""
-    pooled = out.get("pooled_output")
-    return out["cond"].to(diffusion.device), None if pooled is None else pooled.to(diffusion.device)
+    return out["cond"].to(diffusion.device), _on(out.get("pooled_output"), diffusion.device)
 
 
 def open_checkpoint(checkpoint: Path, device: torch.device, comfyui: Path | None = None,
