@@ -2,6 +2,7 @@
 import re
 
 from ..comfy_adapter import bridge
+from ..comfy_adapter.lora_fit import check_lora_fits
 from ..comfy_adapter.v3 import io
 from ..core.formats.lora_file import read_lora
 from .checks import require_finite_inputs
@@ -44,6 +45,8 @@ class StyleForgeLoraLoader(io.ComfyNode):
         tensors, info = read_lora(bridge.model_file_path(FOLDER, lora_name))
         if info.family is not None:
             bridge.check_model_family(f"{lora_name} is a LoRA", info.family, model)
+        else:
+            check_lora_fits(lora_name, model, clip, tensors)
         new_model, new_clip = bridge.apply_lora(model, clip, tensors, strength_model, strength_clip)
         trigger = ", ".join(c.trigger for c in info.components)
         note = (f"triggers from {info.source} metadata: {trigger}" if info.components else

@@ -24,7 +24,9 @@ from trainers.styleforge import load_components, parse_args, resolve_text_encode
 # 100 steps of the prior test give Aux-loss ratios of 0.72-0.75 over seeds 0-2 (20 steps are noise)
 PRIOR_STEPS, PRIOR_MARGIN = 100, 0.85
 
-pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.hosts]
+# The lane (`hosts`) runs what meets the host: loading, ComfyUI's LoRA keys, training through its models. A run's
+# interruption, resume, full disk and ranks are the pack's own loop, the same on every ComfyUI: pinned host only.
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,6 +65,7 @@ def relative_l2(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
+@pytest.mark.hosts
 def test_written_file_has_kohya_keys_and_trigger_metadata(trained):
     tensors, info = read_lora(trained.lora_path)
     assert info.family == "sd15" and info.source == "stylesmith"
@@ -80,6 +83,7 @@ def test_written_file_has_kohya_keys_and_trigger_metadata(trained):
         assert (trained.lora_path.parent / picture).is_file()
 
 
+@pytest.mark.hosts
 def test_comfyui_loads_every_key_and_reproduces_the_trainers_model(trained, tiny_checkpoint, caplog):
     import comfy.model_management
     import comfy.sd
@@ -129,6 +133,7 @@ def fixed_loss(result, items, prompt: str, seeds: int = 24) -> float:
     return float(torch.stack(losses).mean())
 
 
+@pytest.mark.hosts
 def test_training_loss_falls(tiny_checkpoint, image_sets, tmp_path):
     result = train(parse_args(argv(tiny_checkpoint("sd15"), image_sets, tmp_path, steps=30, lr="2e-2")))
     styleref = result.data[0].styleref
@@ -139,6 +144,7 @@ def test_training_loss_falls(tiny_checkpoint, image_sets, tmp_path):
     assert after < 0.9 * before, f"fixed-set instance loss {before:.4f} -> {after:.4f}"
 
 
+@pytest.mark.hosts
 def test_prior_term_binds_the_aux_images_to_the_class_prompt(tiny_checkpoint, image_sets, tmp_path):
     aux_loss = {}
     for weight in ("0", "1"):
@@ -150,6 +156,7 @@ def test_prior_term_binds_the_aux_images_to_the_class_prompt(tiny_checkpoint, im
     assert aux_loss["1"] < PRIOR_MARGIN * aux_loss["0"], f"Aux loss under the class prompt: {aux_loss}"
 
 
+@pytest.mark.hosts
 def test_prior_term_is_the_aux_loss_under_the_class_prompt(tiny_checkpoint, image_sets, tmp_path):
     """The prior loss logged at step 1 (the LoRAs start as the identity) is the base model's loss on that step's Aux
     items under the class prompt "a photo of style", and the instance prompt would give another number."""
@@ -175,6 +182,7 @@ def test_prior_term_is_the_aux_loss_under_the_class_prompt(tiny_checkpoint, imag
     assert abs(instance_loss - class_loss) > 1e-4 * class_loss, "the two prompts must give different losses"
 
 
+@pytest.mark.hosts
 def test_multi_styleforge_writes_one_identifier_per_component(tiny_checkpoint, image_sets, tmp_path):
     components = [f"name=characters,identifier=zwx,class=style,styleref={image_sets['refs']},aux={image_sets['aux']}",
                   f"name=backgrounds,identifier=qwv,class=style,styleref={image_sets['refs2']},aux={image_sets['aux2']}"]
@@ -191,6 +199,7 @@ def test_multi_styleforge_writes_one_identifier_per_component(tiny_checkpoint, i
 
 
 @pytest.mark.sdxl
+@pytest.mark.hosts
 def test_sdxl_lora_covers_both_text_encoders(tiny_checkpoint, image_sets, tmp_path, caplog):
     import comfy.sd
     result = train(parse_args(argv(tiny_checkpoint("sdxl"), image_sets, tmp_path, steps=1)))
@@ -273,6 +282,7 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_checkpoint, i
     assert not list(interrupted.glob(".*partial"))
 
 
+@pytest.mark.hosts
 def test_bad_training_input_names_the_problem(tiny_checkpoint, image_sets, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -52,6 +52,37 @@ def test_loras_made_elsewhere_give_their_triggers_or_a_clear_fallback(comfy_in_p
         assert out["2"][2] == expected
 
 
+def test_a_lora_without_a_family_is_loaded_only_where_its_layers_fit(comfy_in_process, tiny_models_dir):
+    """No family in the metadata or in the cross-attention width (no attn2 to_k pair): the fit is read off the
+    MODEL's key map, so a Flux-named LoRA or one with other widths is refused before ComfyUI skips or misapplies it."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    tensors = {k: v for k, v in load_file(str(tiny_models_dir / "loras" / "stylesmith-tiny-styleforge-sd15.safetensors"))
+               .items() if not ("attn2" in k and "to_k" in k)}
+    folder = comfy_in_process.base_dir / "models" / "loras"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "familyless.safetensors"))
+    widened = dict(tensors)
+    down = next(k for k in sorted(tensors) if k.startswith("lora_unet_") and k.endswith("to_q.lora_down.weight"))
+    widened[down] = torch.zeros(tensors[down].shape[0], tensors[down].shape[1] + 8)
+    save_file(widened, str(folder / "other-widths.safetensors"))
+    save_file({"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": torch.zeros(4, 64),
+               "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": torch.zeros(192, 4)},
+              str(folder / "flux-made.safetensors"))
+    patched = comfy_in_process.run(loader_graph("familyless.safetensors"), outputs_of=("2",))["2"][0]
+    assert len(patched.patches) > 0
+    layer = down.removesuffix(".lora_down.weight")
+    for name, problem in (("flux-made", "none of its 1 layers is a layer of this model (ComfyUI would load nothing; "
+                                        "its first is lora_unet_double_blocks_0_img_attn_qkv)"),
+                          ("other-widths", f"its layers do not have this model's widths ({layer}: the LoRA's layer is "
+                                           f"{tensors[layer + '.lora_up.weight'].shape[0]} x "
+                                           f"{tensors[down].shape[1] + 8}, the model's")):
+        with pytest.raises(NodeExecutionError) as excinfo:
+            comfy_in_process.run(loader_graph(f"{name}.safetensors"), outputs_of=("2",))
+        assert f"{name}.safetensors does not fit this SD1.x MODEL: {problem}" in str(excinfo.value)
+        assert "pick a LoRA made for SD1.x" in str(excinfo.value)
+
+
 @pytest.mark.sdxl
 def test_lora_for_another_family_names_both(comfy_in_process):
     with pytest.raises(NodeExecutionError) as excinfo:
