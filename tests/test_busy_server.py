@@ -1,5 +1,6 @@
 """A busy server: three clients queue 30 mixed prompts (every bundled workflow but the heavy Z-Image ones, each
-prompt its own seed and texts), 5 of them are cancelled mid-run through /interrupt, then the 25 others run again one at a time.
+prompt its own seed and texts), 5 of them are cancelled mid-run through /interrupt, then the 25 others run again one
+at a time.
 
 Nothing fails, the two runs of each prompt give the same pixels, the server's resident memory grows < 5 % over the
 whole test, and ComfyUI holds the same models loaded after the busy queue and after the quiet run as after the
