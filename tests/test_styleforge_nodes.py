@@ -57,8 +57,8 @@ def test_a_lora_without_a_family_is_loaded_only_where_its_layers_fit(comfy_in_pr
     MODEL's key map, so a Flux-named LoRA or one with other widths is refused before ComfyUI skips or misapplies it."""
     import torch
     from safetensors.torch import load_file, save_file
-    tensors = {k: v for k, v in load_file(str(tiny_models_dir / "loras" / "stylesmith-tiny-styleforge-sd15.safetensors"))
-               .items() if not ("attn2" in k and "to_k" in k)}
+    ours = load_file(str(tiny_models_dir / "loras" / "stylesmith-tiny-styleforge-sd15.safetensors"))
+    tensors = {k: v for k, v in ours.items() if not ("attn2" in k and "to_k" in k)}
     folder = comfy_in_process.base_dir / "models" / "loras"
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "familyless.safetensors"))
