@@ -17,9 +17,9 @@ LLM encoder frozen, so it would repeat the styleforge run). A run passes when
 - the trainer exits 0 on the requested device and every loss it logged is finite;
 - its weights moved (each optimiser's parameters at the end differ from those at its first step) and stayed finite;
 - its result file (stage 1: the embedding its --export writes) exists and holds only finite tensors;
-- that file, loaded by its node in the bundled workflows of its kind (the first one run also without the file),
-  gives finite images, and changes the image (SD1.5 and SDXL: the DiT families' workflows are run by the demo and
-  the tests on the tiny files, not here).
+- that file, loaded by its node in the bundled workflows of its kind made for its family (the first one run also
+  without the file; SDXL borrows SD1.5's where it has none of its own, Klein and Z-Image run only their own), gives
+  finite images, and changes the image.
 Peak GPU memory is set against the issue's goals (MEMORY_GOALS_GIB: StyleForge on Klein 4B and Z-Image, OSASIS) in
 the table's "goal" column and in summary.json; a missed goal is reported, not a failed run. (The goal of style-token
 sampling against plain sampling is benchmarks.style_tokens' ratio, not measured here.)
@@ -190,20 +190,38 @@ def train_all(args, runs: list[Run]) -> None:
               + (f" ({'; '.join(run.problems)})" if run.problems else ""), flush=True)
 
 
+def loader_files(s: Setting) -> dict[str, str]:
+    """{loader input: file name} that point a bundled workflow's loaders at the setting's files."""
+    models = ({"unet_name": s.split[0].name, "clip_name": s.split[1].name} if s.split else
+              {"ckpt_name": s.checkpoint.name})
+    return {**models, "encoder_name": s.style_encoder.name}
+
+
+def setting_links(s: Setting) -> list[tuple[Path, str]]:
+    """(file, models folder) for every file of the setting a workflow loads (split files: the approximate VAE's
+    encoder and decoder halves, found by its prefix)."""
+    if s.split is None:
+        return [(s.checkpoint, "checkpoints"), (s.style_encoder, "style_encoders")]
+    diffusion, encoder, vae = s.split
+    return [(diffusion, "diffusion_models"), (encoder, "text_encoders"), (s.style_encoder, "style_encoders"),
+            *((half, "vae_approx") for half in sorted(vae.parent.glob(f"{vae.name}_*.safetensors")))]
+
+
 def workflow_host(args, checked: list[Run]):
-    """An in-process ComfyUI whose model folders hold the check's checkpoints and style encoders, and every result
+    """An in-process ComfyUI whose model folders hold the check's base models and style encoders, and every result
     file linked as RUN_NAME.safetensors (unique, and a usable embedding name)."""
     from devkit.in_process import InProcessHost
     host_dir = args.work / "host"
     shutil.rmtree(host_dir, ignore_errors=True)
     base = paths.make_base_dir(host_dir / "base")
     models = {folder: host_dir / "models" / folder
-              for folder in ("checkpoints", "style_encoders", "embeddings", "loras", "osasis")}
+              for folder in ("checkpoints", "diffusion_models", "text_encoders", "vae_approx", "style_encoders",
+                             "embeddings", "loras", "osasis")}
     for folder in models.values():
         folder.mkdir(parents=True)
     for setting in {r.setting for r in checked}:
         graphs.write_input_images(base / "input", setting.resolution)
-        for path, folder in ((setting.checkpoint, "checkpoints"), (setting.style_encoder, "style_encoders")):
+        for path, folder in setting_links(setting):
             if not (models[folder] / path.name).exists():
                 (models[folder] / path.name).symlink_to(path)
     for run in checked:
@@ -216,12 +234,13 @@ def workflow_host(args, checked: list[Run]):
 
 
 def run_workflows(host, run: Run, bundled: dict) -> set[str]:
-    """The run's file in each bundled workflow of its kind, the first also without it; returns the workflows passed."""
+    """The run's file in each bundled workflow of its kind made for its family (SD1.x's serve SDXL too), the first
+    also without it; returns the workflows passed."""
     use, file_name, s = graphs.FILE_USES[run.trainer.kind], f"{run.name}.safetensors", run.setting
+    workflows = [name for base in run.trainer.workflows if (name := graphs.workflow_name(base, s.family))]
     passed = set()
-    for index, base_name in enumerate(run.trainer.workflows):
-        workflow = graphs.workflow_name(base_name, s.family)
-        graph = graphs.for_model(bundled[workflow], s.checkpoint.name, s.resolution, s.style_encoder.name)
+    for index, workflow in enumerate(workflows):
+        graph = graphs.for_model(bundled[workflow], loader_files(s), s.resolution)
         run.workflows_run += 1
         try:
             if index == 0:
@@ -242,10 +261,7 @@ def run_workflows(host, run: Run, bundled: dict) -> set[str]:
 def check_workflows(args, runs: list[Run]) -> set[str]:
     """Every passing run's result file through its workflows, in one ComfyUI; returns the bundled workflows run."""
     from devkit.workflows import api_workflows
-    checked = [r for r in runs if r.ok and r.setting.split is None]
-    if any(r.setting.split is not None for r in runs):
-        print("workflows: not run for Klein and Z-Image here (their workflows run in the demo and the tests)",
-              flush=True)
+    checked = [r for r in runs if r.ok]
     if not checked:
         return set()
     host, bundled, ran = workflow_host(args, checked), api_workflows(), set()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from core.families import UNET, get_family
 from devkit.example_inputs import CONTENT_IMAGE, STYLE_REFERENCE, content_image, style_reference
 from devkit.workflows import api_workflows
 
@@ -34,26 +35,33 @@ def write_input_images(input_dir: Path, resolution: int) -> None:
             draw(resolution).save(path)
 
 
-def workflow_name(base: str, family: str) -> str:
-    """The bundled workflow for `family` if there is one (style-tokens-sdxl), else the SD1.5 one."""
+def workflow_name(base: str, family: str) -> str | None:
+    """The bundled workflow for `family` if there is one (style-tokens-sdxl); else, for a UNet family, the SD1.5 one,
+    and for a transformer family (its own loaders, latent and text encoder) none."""
     workflows = api_workflows()
-    return f"{base}-{family}" if f"{base}-{family}" in workflows else f"{base}-sd15"
+    if f"{base}-{family}" in workflows:
+        return f"{base}-{family}"
+    return f"{base}-sd15" if get_family(family).denoiser == UNET else None
 
 
-def for_model(graph: dict, checkpoint: str, resolution: int, style_encoder: str) -> dict:
-    """A copy of a bundled workflow on this checkpoint, at this resolution, with these inputs and style encoder."""
+def on_files(graph: dict, files: dict[str, str], resolution: int) -> dict:
+    """A copy of a bundled workflow whose loaders take these files ({loader input, e.g. ckpt_name or unet_name:
+    file name}) and whose empty latent is resolution pixels square."""
     graph = copy.deepcopy(graph)
     for node in graph.values():
         inputs = node["inputs"]
-        match node["class_type"]:
-            case "CheckpointLoaderSimple":
-                inputs["ckpt_name"] = checkpoint
-            case "EmptyLatentImage":
-                inputs["width"] = inputs["height"] = resolution
-            case "LoadImage":
-                inputs["image"] = input_name(inputs["image"], resolution)
-            case "StyleSmithStyleEncoderLoader":
-                inputs["encoder_name"] = style_encoder
+        inputs.update({name: value for name, value in files.items() if name in inputs})
+        if node["class_type"].startswith("Empty") and "width" in inputs:
+            inputs["width"] = inputs["height"] = resolution
+    return graph
+
+
+def for_model(graph: dict, files: dict[str, str], resolution: int) -> dict:
+    """A bundled workflow on the check's files (`on_files`) and its input images drawn at the resolution."""
+    graph = on_files(graph, files, resolution)
+    for node in graph.values():
+        if node["class_type"] == "LoadImage":
+            node["inputs"]["image"] = input_name(node["inputs"]["image"], resolution)
     return graph
 
 

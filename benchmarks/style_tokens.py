@@ -25,6 +25,8 @@ from devkit import paths
 from devkit.workflow_ablations import ABLATIONS
 from devkit.workflows import api_workflows, workflow_family
 
+from .gpu_check_graphs import on_files
+
 STYLE_PROMPT, PLAIN_PROMPT = "StyleSmithEncodePromptWithStyle", "plain-prompt"
 TINY_FOLDERS = ("checkpoints", "style_encoders", "diffusion_models", "text_encoders", "vae_approx")
 
@@ -99,18 +101,14 @@ def graphs(workflow: str, files: dict, size: int, steps: int) -> tuple[dict, dic
     ComfyUI's cache drops the outputs of nodes absent from the current prompt, so both graphs carry both encodes;
     alternating runs then re-run only sampling and decoding.
     """
-    nodes = {node_id: dict(node, inputs=dict(node["inputs"])) for node_id, node in api_workflows()[workflow].items()}
+    nodes = on_files(api_workflows()[workflow], files, size)
     (save_id, save), = [(i, n) for i, n in nodes.items() if n["class_type"] == "SaveImage"]
     del nodes[save_id]
     (style_id, style_node), = [(i, n) for i, n in nodes.items() if n["class_type"] == STYLE_PROMPT]
     nodes[PLAIN_PROMPT] = ABLATIONS["style tokens"][1](style_node)
     for node in nodes.values():
-        inputs = node["inputs"]
-        inputs.update({name: value for name, value in files.items() if name in inputs})
-        if node["class_type"].startswith("Empty") and "width" in inputs:
-            inputs["width"] = inputs["height"] = size
-        if "seed" in inputs:
-            inputs["steps"] = steps
+        if "seed" in node["inputs"]:
+            node["inputs"]["steps"] = steps
     plain = {node_id: dict(node, inputs={name: [PLAIN_PROMPT, 0] if value == [style_id, 0] else value
                                          for name, value in node["inputs"].items()})
              for node_id, node in nodes.items()}

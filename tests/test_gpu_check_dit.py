@@ -1,5 +1,5 @@
-"""benchmarks.gpu_check on Flux.2 Klein: the --tiny run on the CPU, the full-size recipe counted on the meta device
-(no weights made), and the peak-memory goals."""
+"""benchmarks.gpu_check on Flux.2 Klein: the --tiny run on the CPU (training, then Klein's own workflow with and
+without the result), the full-size recipe counted on the meta device (no weights made), and the peak-memory goals."""
 import json
 import math
 import subprocess
@@ -23,9 +23,11 @@ def test_tiny_klein_styleforge_runs_with_checkpointing_and_its_memory_goal(tiny_
     cells = dict(zip([*header[:3], "GPU", "RSS", "process", "loss", "weights", "image", "workflows", "grad",
                       "goal"], rows[0]))
     assert cells["status"] == "ok" and cells["grad"] == "yes" and cells["goal"] == "<=16:n/a", rows[0]
+    assert cells["workflows"] == "1/1" and float(cells["image"]) > 1e-5, rows[0]     # styleforge-klein, on the split files
     (run,) = json.loads((tmp_path / "summary.json").read_text())["runs"]
     assert run["ok"] and run["optimiser_steps"] == 2 and run["smallest_max_change"] > 0, run["problems"]
     assert run["gradient_checkpointing"] and run["resolution"] == 64
+    assert json.loads((tmp_path / "summary.json").read_text())["workflows_run"] == ["styleforge-klein"]
     assert run["memory_goal_gib"] == 16 and run["memory_goal_met"] is None and run["peak_gpu_gib"] is None
     assert all(math.isfinite(loss) for loss in run["loss_first_last"])
 
