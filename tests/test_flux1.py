@@ -1,7 +1,8 @@
 """Flux.1, the third DiT family, added as one registry entry: the registry tells it from Flux.2 (both ComfyUI `Flux`
 configs), the tiny split files load through UNETLoader, DualCLIPLoader (type flux) and VAELoader as Flux.1, the
 stock graph samples, style tokens reach both text encoders (clip_l, t5xxl) exactly as stock `embedding:`, a head for
-another encoder is refused naming both, and OSASIS inverts the flow ODE on it."""
+another encoder is refused naming both, OSASIS inverts the flow ODE on it, and StyleForge trains a LoRA the stock
+loader takes whole."""
 import pytest
 import torch
 from safetensors import safe_open
@@ -173,3 +174,43 @@ def test_flow_inversion_through_the_nodes_reconstructs_the_flux1_latent(comfy_in
     print(f"Flux.1 reconstruction: refined {refined_error:.2e}, plain {plain_error:.2e}")
     assert refined_error <= 1e-3, refined_error
     assert plain_error > 10 * refined_error, (plain_error, refined_error)
+
+
+@pytest.mark.hosts
+@pytest.mark.family("flux1")
+def test_styleforge_trains_on_flux1_and_the_stock_loader_takes_every_key(comfy_in_process, tiny_split_model,
+                                                                         tiny_models_dir, tmp_path, caplog):
+    """The StyleForge trainer on Flux.1's split files (both text encoders): the held-out flow-matching loss falls, the
+    LoRA's keys are ComfyUI-native and its family flux1, and stock LoraLoaderModelOnly loads every key."""
+    import logging
+    from core.formats.lora_file import read_lora
+    from devkit.example_inputs import write_styleforge_sets
+    from trainers.styleforge import parse_args, train
+    from .test_styleforge_dit import held_out_loss
+    spec, models = tiny_split_model("flux1"), tiny_models_dir
+    (tmp_path / "data").mkdir()
+    sets = write_styleforge_sets(tmp_path / "data", references=2)
+    encoders = [arg for name in spec.text_encoders for arg in ("--text-encoder", str(models / "text_encoders" / name))]
+    result = train(parse_args([
+        "--diffusion-model", str(models / "diffusion_models" / spec.diffusion_model), *encoders,
+        "--vae", str(models / "vae_approx" / spec.vae), "--styleref", str(sets["refs"]), "--aux", str(sets["aux"]),
+        "--output-dir", str(tmp_path / "out"), "--resolution", "64", "--steps", "12", "--lr", "1e-2", "--rank", "4",
+        "--sample-steps", "0", "--save-dtype", "fp32", "--workers", "0", "--no-resume"]))
+    (d,) = result.data
+    after = held_out_loss(result, d)
+    result.loras["unet"].detach()
+    before = held_out_loss(result, d)
+    result.loras["unet"].attach()
+    assert after < 0.9 * before, f"held-out flow-matching loss {before:.4f} -> {after:.4f}"
+    tensors, info = read_lora(result.lora_path)
+    assert info.family == "flux1" and "text_encoder" not in result.loras
+    assert tensors and all(k.startswith("diffusion_model.") for k in tensors)
+    (model,) = comfy_in_process.node_classes["UNETLoader"]().load_unet(spec.diffusion_model, "default")
+    folder = comfy_in_process.base_dir / "models" / "loras"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "test-styleforge-flux1.safetensors").write_bytes(result.lora_path.read_bytes())
+    with caplog.at_level(logging.WARNING):
+        (patched,) = comfy_in_process.node_classes["LoraLoaderModelOnly"]().load_lora_model_only(
+            model, "test-styleforge-flux1.safetensors", 1.0)
+    assert not [r.getMessage() for r in caplog.records if "lora key not loaded" in r.getMessage()]
+    assert len(patched.patches) == len(tensors) // 3
