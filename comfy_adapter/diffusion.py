@@ -104,9 +104,10 @@ class ComfyDiffusion:
 
     def allow_text_encoder_gradients(self) -> None:
         """ComfyUI's CLIP layers add to the residual stream in place (x += attn(ln1(x))); once a LoRA makes
-        x require grad, autograd rejects that, because LayerNorm saved x. Feeding each LayerNorm a copy
-        keeps its saved input intact; values are unchanged. Its Llama blocks (Qwen3-4B) get an out-of-place
-        forward (comfy_adapter/llm_gradients.py). Calling it again changes nothing."""
+        x require grad, autograd rejects that, because LayerNorm saved x. Feeding each LayerNorm (and T5's own
+        T5LayerNorm, whose residual adds are in place too: x += ff(norm(x))) a copy keeps its saved input intact;
+        values are unchanged. Its Llama blocks (Qwen3-4B) get an out-of-place forward
+        (comfy_adapter/llm_gradients.py). Calling it again changes nothing."""
         if not getattr(self, "_text_encoder_gradients", False):
             self._text_encoder_gradients = True
             allow_llm_gradients(self.text_encoder_module)
@@ -260,7 +261,7 @@ def clone_layer_norm_inputs(module: torch.nn.Module) -> None:
         return
     module._stylesmith_layer_norm_copies = True
     for layer in module.modules():
-        if isinstance(layer, torch.nn.LayerNorm):
+        if isinstance(layer, torch.nn.LayerNorm) or type(layer).__name__ == "T5LayerNorm":
             layer.register_forward_pre_hook(lambda m, args: (args[0].clone(),) + args[1:]
                                             if torch.is_grad_enabled() else None)
 

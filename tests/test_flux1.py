@@ -1,8 +1,8 @@
 """Flux.1, the third DiT family, added as one registry entry: the registry tells it from Flux.2 (both ComfyUI `Flux`
 configs), the tiny split files load through UNETLoader, DualCLIPLoader (type flux) and VAELoader as Flux.1, the
 stock graph samples, style tokens reach both text encoders (clip_l, t5xxl) exactly as stock `embedding:`, a head for
-another encoder is refused naming both, OSASIS inverts the flow ODE on it, and StyleForge trains a LoRA the stock
-loader takes whole."""
+another encoder is refused naming both, OSASIS inverts the flow ODE on it, StyleForge trains a LoRA the stock
+loader takes whole, and style vectors get gradients through both its encoders (style-token training)."""
 import pytest
 import torch
 from safetensors import safe_open
@@ -214,3 +214,26 @@ def test_styleforge_trains_on_flux1_and_the_stock_loader_takes_every_key(comfy_i
             model, "test-styleforge-flux1.safetensors", 1.0)
     assert not [r.getMessage() for r in caplog.records if "lora key not loaded" in r.getMessage()]
     assert len(patched.patches) == len(tensors) // 3
+
+
+@pytest.mark.hosts
+@pytest.mark.family("flux1")
+def test_style_vectors_get_gradients_through_t5_and_clip_l(comfy_in_process, tiny_split_model, tiny_models_dir):
+    """Style-token training differentiates the conditioning w.r.t. the vectors: ComfyUI's T5 adds its residuals in
+    place (x += ff(norm(x))) after its T5LayerNorm saved x, which autograd refuses unless that norm gets a copy
+    (ComfyDiffusion.allow_text_encoder_gradients). Both encoders' vectors get a gradient; values are the stock ones."""
+    from comfy_adapter.diffusion import encode_prompt_with_style
+    from comfy_adapter.split_files import open_split_files
+    spec, models = tiny_split_model("flux1"), tiny_models_dir
+    diffusion = open_split_files(models / "diffusion_models" / spec.diffusion_model,
+                                 [models / "text_encoders" / name for name in spec.text_encoders],
+                                 models / "vae_approx" / spec.vae, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    vectors = {key: (torch.randn(8, width, generator=generator) * 0.02).requires_grad_() for key, width in BOTH.items()}
+    with torch.no_grad():
+        stock = encode_prompt_with_style(diffusion, "a lighthouse, in the style of sks", vectors, "sks")
+    diffusion.allow_text_encoder_gradients()
+    cond, pooled = encode_prompt_with_style(diffusion, "a lighthouse, in the style of sks", vectors, "sks")
+    assert torch.equal(cond, stock[0]) and torch.equal(pooled, stock[1])
+    (cond.square().mean() + pooled.square().mean()).backward()
+    assert all(vectors[key].grad is not None and vectors[key].grad.abs().max() > 0 for key in BOTH)
