@@ -157,14 +157,20 @@ def test_a_head_for_another_encoder_on_flux1_names_both(comfy_in_process, tiny_s
 
 @pytest.mark.hosts
 @pytest.mark.family("flux1")
-def test_flow_inversion_through_the_nodes_reconstructs_the_flux1_latent(comfy_in_process, tiny_split_model):
+def test_flow_inversion_reconstructs_the_flux1_latent_and_mixing_goes_by_block_depth(comfy_in_process,
+                                                                                     tiny_split_model):
+    """The structural code decodes back to the input; z_style mixes in by block depth through Flux's double- and
+    single-stream blocks as on Klein: mix 0 is z_content alone, mix 1 z_style's text stream alone, 0.5 between. The
+    pooled CLIP-L vector modulates every block at once, so it stays z_content's."""
     spec = tiny_split_model("flux1")
     out = comfy_in_process.run({
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": spec.diffusion_model, "weight_dtype": "default"}},
         "2": spec.clip_loader(),
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["2", 0]}},
-    }, outputs_of=("1", "3"))
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "thick oil paint, swirling", "clip": ["2", 0]}},
+    }, outputs_of=("1", "3", "4"))
     flux1 = {"model": out["1"][0], "z_content": out["3"][0]}
+    (style_tokens, _), = out["4"][0]
     latent = {"samples": torch.randn(1, 16, 4, 4, generator=torch.Generator().manual_seed(0))}
     refined = encode(comfy_in_process, flux1, latent, iterations=12, t0=0.5, steps=20)
     plain = encode(comfy_in_process, flux1, latent, iterations=0, t0=0.5, steps=20)
@@ -173,6 +179,14 @@ def test_flow_inversion_through_the_nodes_reconstructs_the_flux1_latent(comfy_in
     plain_error = relative_error(decode(comfy_in_process, flux1, plain, mix=0.0), latent["samples"])
     print(f"Flux.1 reconstruction: refined {refined_error:.2e}, plain {plain_error:.2e}")
     assert refined_error <= 1e-3, refined_error
+    structure = encode(comfy_in_process, flux1, latent, iterations=0, t0=0.6, steps=10)
+    content_only = decode(comfy_in_process, flux1, structure, mix=0.0)
+    style_stream = [[style_tokens, dict(flux1["z_content"][0][1])]]     # z_style's tokens, z_content's pooled vector
+    style_only = decode(comfy_in_process, flux1, structure, mix=0.0, z_content=style_stream)
+    mixed = {mix: decode(comfy_in_process, flux1, structure, mix=mix, z_style=out["4"][0]) for mix in (0, 0.5, 1)}
+    assert relative_error(style_only, content_only) > 1e-2, "the two codes must decode differently"
+    assert torch.equal(mixed[0], content_only) and torch.equal(mixed[1], style_only)
+    assert relative_error(mixed[0.5], content_only) > 1e-3 and relative_error(mixed[0.5], style_only) > 1e-3
     assert plain_error > 10 * refined_error, (plain_error, refined_error)
 
 
