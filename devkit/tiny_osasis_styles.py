@@ -4,8 +4,9 @@ checkpoint, Flux.2 Klein's and Z-Image's from their split files (built only wher
 
 Two iterations on the procedural style reference and content image (`example_inputs`), with the family's tiny style
 encoder for z_sem and the losses, on the schedule the bundled osasis-stylise workflows decode with (t0 0.5 of 10
-normal steps; Z-Image's 4, each step of its 0.9B model taking seconds on the CPU, with the frozen base held in fp8),
-so OSASIS Decode has no schedule to warn about: enough for a non-zero LoRA and SPN.
+normal steps, so OSASIS Decode has no schedule to warn about): enough for a non-zero LoRA and SPN. Each step of
+Z-Image's 0.9B model takes seconds on the CPU, so its style trains on t0 0.5 of 2 steps (one reverse step per
+iteration), with the frozen base in fp8 and one one-step SDEdit candidate for the photoreal counterpart.
 """
 import json
 import tempfile
@@ -19,14 +20,15 @@ DEFAULT_OSASIS_STYLES = {"sd15": "stylesmith-tiny-osasis-sd15.safetensors",
                          "klein": "stylesmith-tiny-osasis-klein.safetensors",
                          "zimage": "stylesmith-tiny-osasis-zimage.safetensors"}
 TRAINING = {"resolution": 64, "ddim_steps": 10, "iterations": 2, "lr": 1e-3}
-FAMILY_TRAINING = {"klein": TRAINING, "zimage": dict(TRAINING, ddim_steps=4)}
-SPLIT_ARGV = {"klein": [], "zimage": ["--base-weight-dtype", "fp8_e4m3fn"]}
+FAMILY_TRAINING = {"klein": TRAINING, "zimage": dict(TRAINING, ddim_steps=2)}
+EXTRA_ARGV = {"klein": [], "zimage": ["--base-weight-dtype", "fp8_e4m3fn", "--sampler-steps", "2",
+                                      "--sdedit-candidates", "1"]}
 
 
 def build_osasis_style(path: Path, model_argv: list[str], style_encoder: Path, seed: int,
-                       training: dict = TRAINING) -> None:
+                       training: dict = TRAINING, extra_argv: list[str] = ()) -> None:
     """Train a style on the model `model_argv` names (--checkpoint, or a DiT's --diffusion-model, --text-encoder and
-    --vae) and write it to `path`."""
+    --vae) and write it to `path`; `extra_argv` overrides the trainer options set here."""
     from trainers.osasis.train import parse_args, train
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
@@ -39,7 +41,7 @@ def build_osasis_style(path: Path, model_argv: list[str], style_encoder: Path, s
             "--resolution", str(training["resolution"]), "--ddim-steps", str(training["ddim_steps"]),
             "--steps", str(training["iterations"]), "--lr", str(training["lr"]), "--spn-lr", str(training["lr"]),
             "--sampler-steps", "4", "--sdedit-candidates", "2", "--batch-size", "1", "--save-dtype", "fp32",
-            "--workers", "0", "--seed", str(seed), "--no-resume"]))
+            "--workers", "0", "--seed", str(seed), "--no-resume", *extra_argv]))
         copy_atomic(result.style_path, path)
 
 
@@ -74,8 +76,8 @@ def ensure_dit_osasis_style(models_dir: Path, family: str, seed: int) -> Path:
     training = FAMILY_TRAINING[family]
     recipe = {"builder": BUILDER_VERSION, "seed": seed, "training": training, "style_encoder_sha256": _sha256(encoder),
               "model_sha256": {flag: _sha256(path) for flag, path in stamped.items()}}
-    if SPLIT_ARGV[family]:
-        recipe["argv"] = SPLIT_ARGV[family]
-    model_argv = [part for flag, path in files.items() for part in (flag, str(path))] + SPLIT_ARGV[family]
+    if EXTRA_ARGV[family]:
+        recipe["argv"] = EXTRA_ARGV[family]
+    model_argv = [part for flag, path in files.items() for part in (flag, str(path))]
     return ensure_built(models_dir / "osasis" / DEFAULT_OSASIS_STYLES[family], recipe,
-                        lambda p: build_osasis_style(p, model_argv, encoder, seed, training))
+                        lambda p: build_osasis_style(p, model_argv, encoder, seed, training, EXTRA_ARGV[family]))
