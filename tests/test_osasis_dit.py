@@ -72,6 +72,7 @@ def test_mixing_by_block_depth_sweeps_from_the_content_code_to_the_style_code(co
 
 @pytest.mark.zimage
 @pytest.mark.family("zimage")
+@pytest.mark.workflow("osasis-stylise-zimage")   # skips where that workflow cannot run: no Lumina 2 layer patches
 def test_mixing_by_layer_depth_on_z_image_sweeps_from_the_content_code_to_the_style_code(comfy_in_process, zimage):
     """Lumina 2 has no block-replace patches: the decode runs a doubled batch, one caption stream per half, and the
     layers' image tokens are blended after each layer (comfy_adapter/lumina_mixing.py). One step per decode: each
@@ -89,6 +90,21 @@ def test_mixing_by_layer_depth_on_z_image_sweeps_from_the_content_code_to_the_st
     assert torch.equal(mixed[0], content_only)
     assert torch.equal(mixed[1], style_only), relative_error(mixed[1], style_only)
     assert relative_error(mixed[0.5], content_only) > apart / 10 and relative_error(mixed[0.5], style_only) > apart / 10
+
+
+@pytest.mark.zimage
+@pytest.mark.family("zimage")
+def test_a_lumina_model_that_calls_no_layer_patches_stops_the_mixed_decode_naming_the_versions(comfy_in_process,
+                                                                                                zimage):
+    """A host whose NextDiT never calls the "double_block" patches (0.3.75, 0.3.64; here simulated by taking ours
+    out) would decode z_content alone: the first mixed step stops instead."""
+    from comfy_adapter.lumina_mixing import with_lumina_mixing
+    mixed = with_lumina_mixing(zimage["model"], zimage["z_style"][0][0], 0.5)
+    mixed.model_options["transformer_options"]["patches"]["double_block"] = []
+    structure = encode(comfy_in_process, zimage, {"samples": torch.randn(1, 16, 4, 4)}, iterations=0, t0=0.5, steps=2)
+    with pytest.raises(RuntimeError, match=r"calls no \"double_block\" patches .* update ComfyUI \(0.33.0 has them; "
+                                           r"0.3.75 and 0.3.64 do not\)"):
+        decode(comfy_in_process, {**zimage, "model": mixed}, structure, mix=0.0)
 
 
 @pytest.mark.family("klein")
