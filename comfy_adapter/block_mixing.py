@@ -1,23 +1,37 @@
-"""OSASIS content/style mixing by block depth on a Flux-class transformer (Flux.2 Klein), through ComfyUI's "dit"
-block-replace patches (core/osasis/mixing.py defines the mixing; this runs it).
+"""OSASIS content/style mixing by block depth on a transformer (core/osasis/mixing.py defines the mixing; this runs
+it): on a Flux-class transformer (Flux.2 Klein) through ComfyUI's "dit" block-replace patches, on Lumina 2's NextDiT
+(Z-Image) through comfy_adapter/lumina_mixing.py.
 
-Each patched block runs ComfyUI's own block twice, once on the z_content text stream (the one ComfyUI carries) and
-once on the z_style stream (carried here between the blocks of one forward pass), and hands ComfyUI the blend of
-the two image outputs. ComfyUI's blocks add to their inputs in place, so the first run gets a copy.
+On Flux, each patched block runs ComfyUI's own block twice, once on the z_content text stream (the one ComfyUI
+carries) and once on the z_style stream (carried here between the blocks of one forward pass), and hands ComfyUI the
+blend of the two image outputs. ComfyUI's blocks add to their inputs in place, so the first run gets a copy.
 """
 import torch
 
 from .core_modules import osasis_mixing
+from .lumina_mixing import supports_lumina_mixing, with_lumina_mixing
 
 
-def supports_block_mixing(model) -> bool:
+def supports_flux_mixing(model) -> bool:
     """Whether the MODEL's transformer has Flux's double- and single-stream blocks and text projection."""
     net = model.model.diffusion_model
     return all(hasattr(net, name) for name in ("double_blocks", "single_blocks", "txt_in"))
 
 
+def supports_block_mixing(model) -> bool:
+    """Whether the MODEL's transformer is one whose blocks this module can mix (Flux or Lumina 2)."""
+    return supports_flux_mixing(model) or supports_lumina_mixing(model)
+
+
 def with_block_mixing(model, style_context: torch.Tensor, mix: float):
     """A clone of MODEL whose blocks blend the z_content and z_style streams' image outputs by depth."""
+    if supports_flux_mixing(model):
+        return with_flux_mixing(model, style_context, mix)
+    return with_lumina_mixing(model, style_context, mix)
+
+
+def with_flux_mixing(model, style_context: torch.Tensor, mix: float):
+    """Mixing on Flux: each patched block runs once per text stream."""
     net = model.model.diffusion_model
     doubles, singles = len(net.double_blocks), len(net.single_blocks)
     weights = osasis_mixing.block_style_weights(mix, doubles + singles)

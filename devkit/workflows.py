@@ -38,6 +38,9 @@ def workflow_family(name: str) -> str:
 NEEDS_NEWER_HOST = {
     "style-tokens-zimage": ((0, 3, 75), "style tokens on Z-Image need a ComfyUI whose Qwen3 tokenizer reads "
                                         "`embedding:` (0.3.75 builds Z-Image's without an embeddings folder)"),
+    "osasis-stylise-zimage": ((0, 3, 75), "mixing z_style into OSASIS Decode on Z-Image needs the \"double_block\" "
+                                          "patches ComfyUI's Lumina 2 model calls after each layer (0.3.75 and 0.3.64 "
+                                          "have none)"),
 }
 
 

@@ -225,7 +225,7 @@ class OsasisDecode(io.ComfyNode):
             elif supports_block_mixing(model):
                 model = with_block_mixing(model, style[0][0], mix)
             else:
-                raise ValueError(f"Mixing z_style into the decode works by UNet level or by Flux block depth, and "
+                raise ValueError(f"Mixing z_style into the decode works by UNet level or by the block depth of a Flux or Lumina 2 transformer, and "
                                  f"{display_name(family_of_model(model).key)} has neither: set mix to 0 or "
                                  "disconnect z_style (README: deviations).")
         samples = bridge.run_step_rule(

@@ -1,4 +1,4 @@
-"""The OSASIS one-shot trainer on Flux.2 Klein 4B from its split files (diffusion model, Qwen3-4B, VAE).
+"""The OSASIS one-shot trainer on Flux.2 Klein 4B and Z-Image from their split files (diffusion model, Qwen3-4B, VAE).
 
 Held-out check: a content image the run never saw is inverted once by the frozen model A under its own z_sem; that
 x_t0 is the fixed noise. B's content loss (1.0 cross-domain + 0.5 in-domain, as trained) over the reverse from it,
@@ -20,17 +20,21 @@ from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
 from trainers.osasis.train import parse_args, train
 
 PARITY_CONTENT = "stylesmith-osasis-parity-content-klein.png"
-pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.family("klein")]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+KLEIN = pytest.mark.family("klein")
+# Z-Image's 0.9B frozen base is held in fp8 (0.9 GB, as the node tests load it) and run for one reverse step per
+# iteration (t0 0.5 of 2 steps): each step of it takes seconds on the CPU.
+RUN = {"klein": ["--ddim-steps", "4"], "zimage": ["--ddim-steps", "2", "--base-weight-dtype", "fp8_e4m3fn"]}
 
 
-def klein_argv(models, images, photo, out):
-    spec = SPLIT_MODELS["klein"]
+def split_argv(family, models, images, photo, out):
+    spec = SPLIT_MODELS[family]
     return ["--diffusion-model", str(models / "diffusion_models" / spec.diffusion_model),
             "--text-encoder", str(models / "text_encoders" / spec.text_encoder),
             "--vae", str(models / "vae_approx" / spec.vae), "--style", str(images / "style.png"),
             "--style-photo", str(photo), "--content", str(images / "content"), "--style-encoder",
-            str(models / "style_encoders" / DEFAULT_STYLE_ENCODERS["klein"]), "--output-dir", str(out),
-            "--resolution", "64", "--ddim-steps", "4", "--inversion-iterations", "0", "--steps", "3",
+            str(models / "style_encoders" / DEFAULT_STYLE_ENCODERS[family]), "--output-dir", str(out),
+            "--resolution", "64", *RUN[family], "--inversion-iterations", "0", "--steps", "3",
             "--lr", "1e-3", "--spn-lr", "1e-3", "--save-dtype", "fp32", "--batch-size", "1", "--workers", "0",
             "--no-resume"]
 
@@ -39,14 +43,24 @@ def as_image(picture: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(picture.convert("RGB"), dtype=np.float32) / 255)[None]
 
 
+def train_on(family, tiny_split_model, tiny_models_dir, osasis_images, tmp_path_factory):
+    """Three iterations; the photoreal counterpart is the style image in grey (SDEdit would cost minutes here)."""
+    tiny_split_model(family)
+    out = tmp_path_factory.mktemp(f"osasis-{family}")
+    Image.open(osasis_images / "style.png").convert("L").save(out / "photo.png")
+    args = parse_args(split_argv(family, tiny_models_dir, osasis_images, out / "photo.png", out / "run"))
+    return args, train(args)
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_split_model, tiny_models_dir, osasis_images, tmp_path_factory):
-    """Three iterations; the photoreal counterpart is the style image in grey (SDEdit would cost minutes here)."""
-    tiny_split_model("klein")
-    out = tmp_path_factory.mktemp("osasis-klein")
-    Image.open(osasis_images / "style.png").convert("L").save(out / "photo.png")
-    args = parse_args(klein_argv(tiny_models_dir, osasis_images, out / "photo.png", out / "run"))
-    return args, train(args)
+    return train_on("klein", tiny_split_model, tiny_models_dir, osasis_images, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def trained_zimage(tiny_split_model, tiny_models_dir, osasis_images, tmp_path_factory):
+    """The one Z-Image trainer run of this file."""
+    return train_on("zimage", tiny_split_model, tiny_models_dir, osasis_images, tmp_path_factory)
 
 
 def held_out_content_losses(trained) -> tuple[float, float]:
@@ -71,11 +85,12 @@ def held_out_content_losses(trained) -> tuple[float, float]:
                 total += value.item()
         return total
 
-    before = loss(StructurePreservingNetwork(128))
+    before = loss(StructurePreservingNetwork(result.spn.config["latent_channels"]))
     result.lora.attach()
     return before, loss(result.spn)
 
 
+@KLEIN
 def test_klein_style_file_records_its_family_with_comfy_keys_and_a_128_channel_spn(trained):
     _, result = trained
     style = load_osasis_style(result.style_path)
@@ -86,6 +101,7 @@ def test_klein_style_file_records_its_family_with_comfy_keys_and_a_128_channel_s
     assert style.spn.conv_out.weight.abs().max() > 0, "the SPN must have been trained"
 
 
+@KLEIN
 def test_klein_training_lowers_the_held_out_content_loss(trained):
     before, after = held_out_content_losses(trained)
     print(f"Klein OSASIS held-out content loss: before {before:.4f}, after {after:.4f}; "
@@ -93,6 +109,7 @@ def test_klein_training_lowers_the_held_out_content_loss(trained):
     assert after < 0.98 * before, (before, after)
 
 
+@KLEIN
 def test_the_decode_node_reproduces_the_trainers_stylised_klein_latent(trained, osasis_images, comfy_in_process):
     """Stock split loaders, Semantic Encode through Qwen3-4B, plain inversion, the written style file (its
     diffusion_model.* LoRA through ComfyUI's LoRA patching) against the trainer's in-memory decode."""
@@ -131,3 +148,21 @@ def test_the_decode_node_reproduces_the_trainers_stylised_klein_latent(trained, 
           f"style's move {((ours - base).norm() / base.norm()).item():.2e}")
     assert ((ours - base).norm() / base.norm()).item() > 1e-2, "the style must move the latent"
     assert ((node_latent - ours).norm() / ours.norm()).item() <= 1e-5
+
+
+@pytest.mark.zimage
+@pytest.mark.family("zimage")
+def test_z_image_training_lowers_the_held_out_content_loss_and_records_its_family(trained_zimage):
+    """On Z-Image's split files: z_sem through Qwen3-4B (ComfyUI's Z-Image encoder), a 16-channel SPN, native
+    diffusion_model.* LoRA names on the NextDiT layers and refiners."""
+    _, result = trained_zimage
+    style = load_osasis_style(result.style_path)
+    assert style.family == "zimage" and style.spn.config["latent_channels"] == 16
+    assert style.semantic["source"] == "style_encoder", style.semantic
+    assert style.semantic["file"] == DEFAULT_STYLE_ENCODERS["zimage"], "Klein's Qwen3-4B style encoder serves Z-Image"
+    assert style.lora and all(k.startswith("diffusion_model.") for k in style.lora), sorted(style.lora)[:3]
+    assert any(".layers." in k for k in style.lora) and any(".context_refiner." in k for k in style.lora)
+    before, after = held_out_content_losses(trained_zimage)
+    print(f"Z-Image OSASIS held-out content loss: before {before:.4f}, after {after:.4f}; "
+          f"training total {[round(v, 4) for _, v in result.history['total']]}")
+    assert after < 0.98 * before, (before, after)

@@ -32,6 +32,9 @@ def test_a_host_that_cannot_run_a_workflow_is_named_with_the_versions():
     assert unsupported_workflow("style-tokens-zimage", (0, 3, 64)) == (
         "Z-Image needs ComfyUI 0.3.75 or newer; this host is ComfyUI 0.3.64")
     assert unsupported_workflow("style-tokens-zimage", (0, 33, 0)) is None
+    assert unsupported_workflow("osasis-stylise-zimage", (0, 3, 75)).startswith(
+        "osasis-stylise-zimage: mixing z_style into OSASIS Decode on Z-Image needs the \"double_block\" patches")
+    assert unsupported_workflow("osasis-stylise-zimage", (0, 33, 0)) is None
     assert unsupported_workflow("style-tokens-klein", (0, 3, 75)).startswith("Flux.2 Klein 4B needs ComfyUI 0.9.2")
     assert unsupported_workflow("style-tokens-sd15", (0, 3, 64)) is None
 

@@ -11,13 +11,13 @@ levels from the finest down, the middle block last:
     weight(level) = clamp(mix * (levels + 1) - level, 0, 1),    level 0 = full latent resolution,
                                                                 level `levels` = the middle block
 
-A transformer (Flux.2 Klein) has no resolution levels: every block sees every image token at one resolution, and
-its text tokens are a stream the blocks update, not a fixed context. There the unit is block depth. The image
-tokens run through two text streams side by side, z_content's and z_style's (each block is run once with each);
-a block's image output is the blend of its two outputs with that block's style share, and each text stream
+A transformer (Flux.2 Klein, Z-Image) has no resolution levels: every block sees every image token at one
+resolution, and its text tokens are a stream the blocks update, not a fixed context. There the unit is block depth.
+The image tokens run through two text streams side by side, z_content's and z_style's (each block is run once with
+each); a block's image output is the blend of its two outputs with that block's style share, and each text stream
 carries on as its own. The style takes over the blocks from the last one back, as it takes the UNet's
 finest levels first (the early blocks lay out the image, the late ones its appearance); with N blocks in
-order (double-stream blocks first, then single-stream):
+order (Klein: double-stream blocks first, then single-stream; Z-Image: its joint layers, not the refiners):
 
     weight(block) = clamp(mix * N - (N - 1 - block), 0, 1),     block 0 = the first block
 

@@ -43,7 +43,18 @@ class Encoded:
 
     @property
     def stacked_inputs(self) -> dict:
-        return {k: torch.cat([d[k] for d in self.inputs]) for k in self.inputs[0]}
+        """The rows' denoiser kwargs as one batch: tensors joined; constants (Z-Image's caption token count) kept,
+        since every z_sem comes from one template and so has one length."""
+        return {k: stack_input(k, [d[k] for d in self.inputs]) for k in self.inputs[0]}
+
+
+def stack_input(name: str, values: list):
+    if all(isinstance(v, torch.Tensor) for v in values):
+        return torch.cat(values)
+    if any(v != values[0] for v in values):
+        raise ValueError(f"the content codes disagree on the denoiser input {name!r} ({values}): the semantic codes of "
+                         "one batch must have one length; encode them all with the same template and style encoder")
+    return values[0]
 
 
 def invert_all(diffusion, images: torch.Tensor, codes, sigmas, iterations: int, loss_size: int, desc: str) -> Encoded:
