@@ -155,11 +155,12 @@ def test_stock_lora_loader_loads_every_key_and_reproduces_the_trainers_model(kle
 
 
 def lora_file(comfy_in_process, result) -> str:
-    """The run's LoRA, copied into the in-process host's models/loras; its name there."""
+    """The run's LoRA, copied into the in-process host's models/loras; its name there (one per family)."""
     folder = comfy_in_process.base_dir / "models" / "loras"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "test-styleforge-klein.safetensors").write_bytes(result.lora_path.read_bytes())
-    return "test-styleforge-klein.safetensors"
+    name = f"test-styleforge-{result.diffusion.family}.safetensors"
+    (folder / name).write_bytes(result.lora_path.read_bytes())
+    return name
 
 
 def sample(model, cond) -> torch.Tensor:
