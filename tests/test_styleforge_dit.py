@@ -1,8 +1,8 @@
 """StyleForge on Flux.2 Klein 4B (Z-Image here for the wrong pairing only; its own run, one because its tiny model is
 0.9B, is in test_zimage_training.py): Multi-StyleForge trains with flow matching and its loss falls on a fixed-noise
-held-out check; the file has ComfyUI-native keys that stock LoraLoaderModelOnly loads whole; stock LoraLoader and our loader node sample the same image; text-encoder
-outputs are computed once per prompt; gradient checkpointing keeps the gradients; an fp8 base trains; LoRAs of
-another family are refused naming both."""
+held-out check; the file has ComfyUI-native keys that stock LoraLoaderModelOnly loads whole; stock LoraLoader and our
+loader node sample the same image; text-encoder outputs are computed once per prompt; gradient checkpointing keeps
+the gradients; an fp8 base trains; LoRAs of another family are refused naming both."""
 import logging
 
 import pytest
