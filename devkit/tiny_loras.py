@@ -1,5 +1,5 @@
 """Default StyleForge LoRAs for the demo workflows, made by the real trainer on the tiny SD1.5 model, and on the tiny
-Flux.2 Klein split files where the host supports Klein (devkit/tiny_dit_models.py builds those).
+Flux.2 Klein and Z-Image split files where the host supports the family (devkit/tiny_dit_models.py builds those).
 
 Two optimiser steps on procedural images (`example_inputs`): enough to give every layer a non-zero
 update and to carry the trigger metadata, in seconds.
@@ -15,7 +15,8 @@ DEFAULT_LORAS = {
     "stylesmith-tiny-styleforge-sd15.safetensors": [("style", "zwx", "style")],
     "stylesmith-tiny-multistyleforge-sd15.safetensors": [("characters", "zwx", "style"), ("backgrounds", "qwv", "style")],
 }
-DIT_LORAS = {"stylesmith-tiny-styleforge-klein.safetensors": ("klein", [("style", "zwx", "style")])}
+DIT_LORAS = {"stylesmith-tiny-styleforge-klein.safetensors": ("klein", [("style", "zwx", "style")]),
+             "stylesmith-tiny-styleforge-zimage.safetensors": ("zimage", [("style", "zwx", "style")])}
 
 
 def _image_folder(folder: Path, make, count: int) -> Path:

@@ -1,8 +1,8 @@
-"""StyleForge on Flux.2 Klein 4B (Z-Image for the wrong pairing only: its tiny model is 0.9B): Multi-StyleForge
-trains with flow matching and its loss falls on a fixed-noise held-out check; the file has ComfyUI-native keys that
-stock LoraLoaderModelOnly loads whole; stock LoraLoader and our loader node sample the same image; text-encoder
-outputs are computed once per prompt; gradient checkpointing keeps the gradients; an fp8 base trains; LoRAs of
-another family are refused naming both."""
+"""StyleForge on Flux.2 Klein 4B (Z-Image here for the wrong pairing only; its own run, one because its tiny model is
+0.9B, is in test_zimage_training.py): Multi-StyleForge trains with flow matching and its loss falls on a fixed-noise
+held-out check; the file has ComfyUI-native keys that stock LoraLoaderModelOnly loads whole; stock LoraLoader and our
+loader node sample the same image; text-encoder outputs are computed once per prompt; gradient checkpointing keeps
+the gradients; an fp8 base trains; LoRAs of another family are refused naming both."""
 import logging
 
 import pytest
@@ -155,11 +155,12 @@ def test_stock_lora_loader_loads_every_key_and_reproduces_the_trainers_model(kle
 
 
 def lora_file(comfy_in_process, result) -> str:
-    """The run's LoRA, copied into the in-process host's models/loras; its name there."""
+    """The run's LoRA, copied into the in-process host's models/loras; its name there (one per family)."""
     folder = comfy_in_process.base_dir / "models" / "loras"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "test-styleforge-klein.safetensors").write_bytes(result.lora_path.read_bytes())
-    return "test-styleforge-klein.safetensors"
+    name = f"test-styleforge-{result.diffusion.family}.safetensors"
+    (folder / name).write_bytes(result.lora_path.read_bytes())
+    return name
 
 
 def sample(model, cond) -> torch.Tensor:
