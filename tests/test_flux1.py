@@ -14,6 +14,7 @@ from devkit.tiny_dit_models import SPLIT_MODELS, stock_text_to_image, unsupporte
 from devkit.tiny_style_encoders import DEFAULT_STYLE_ENCODERS
 
 from .test_dit_families import PROMPT, free_models
+from .test_osasis_dit import mixing_sweep
 from .test_osasis_nodes import decode, encode, relative_error
 from .test_style_tokens_dit import PROMPTS, node_error
 
@@ -180,10 +181,9 @@ def test_flow_inversion_reconstructs_the_flux1_latent_and_mixing_goes_by_block_d
     print(f"Flux.1 reconstruction: refined {refined_error:.2e}, plain {plain_error:.2e}")
     assert refined_error <= 1e-3, refined_error
     structure = encode(comfy_in_process, flux1, latent, iterations=0, t0=0.6, steps=10)
-    content_only = decode(comfy_in_process, flux1, structure, mix=0.0)
     style_stream = [[style_tokens, dict(flux1["z_content"][0][1])]]     # z_style's tokens, z_content's pooled vector
-    style_only = decode(comfy_in_process, flux1, structure, mix=0.0, z_content=style_stream)
-    mixed = {mix: decode(comfy_in_process, flux1, structure, mix=mix, z_style=out["4"][0]) for mix in (0, 0.5, 1)}
+    content_only, style_only, mixed = mixing_sweep(comfy_in_process, flux1, structure, out["4"][0], style_stream,
+                                                   "Flux.1")
     assert relative_error(style_only, content_only) > 1e-2, "the two codes must decode differently"
     assert torch.equal(mixed[0], content_only) and torch.equal(mixed[1], style_only)
     assert relative_error(mixed[0.5], content_only) > 1e-3 and relative_error(mixed[0.5], style_only) > 1e-3

@@ -26,6 +26,18 @@ def load_split(comfy_in_process, family: str) -> dict:
     return {"model": out["1"][0], "z_content": out["3"][0], "z_style": out["4"][0]}
 
 
+def mixing_sweep(host, loaded, structure, z_style, style_alone, name: str) -> tuple:
+    """Decodes of one structural code: with z_content alone, with `style_alone` as z_content, and mixed with z_style
+    at 0, 0.5 and 1; prints how far apart they are."""
+    content_only = decode(host, loaded, structure, mix=0.0)
+    style_only = decode(host, loaded, structure, mix=0.0, z_content=style_alone)
+    mixed = {mix: decode(host, loaded, structure, mix=mix, z_style=z_style) for mix in (0, 0.5, 1)}
+    print(f"{name} mixing: style-only vs content-only {relative_error(style_only, content_only):.2e}, mix 1 vs "
+          f"style-only {relative_error(mixed[1], style_only):.2e}, mix 0.5 vs content-only "
+          f"{relative_error(mixed[0.5], content_only):.2e}, vs style-only {relative_error(mixed[0.5], style_only):.2e}")
+    return content_only, style_only, mixed
+
+
 @pytest.fixture(scope="module")
 def klein(comfy_in_process, tiny_split_model):
     tiny_split_model("klein")
@@ -58,12 +70,8 @@ def test_mixing_by_block_depth_sweeps_from_the_content_code_to_the_style_code(co
     """mix 0 decodes with z_content alone, mix 1 with z_style alone (through the two-stream blocks), 0.5 between."""
     latent = {"samples": torch.randn(1, 128, 4, 4, generator=torch.Generator().manual_seed(1))}
     structure = encode(comfy_in_process, klein, latent, iterations=0, t0=0.6, steps=10)
-    content_only = decode(comfy_in_process, klein, structure, mix=0.0)
-    style_only = decode(comfy_in_process, klein, structure, mix=0.0, z_content=klein["z_style"])
-    mixed = {mix: decode(comfy_in_process, klein, structure, mix=mix, z_style=klein["z_style"]) for mix in (0, 0.5, 1)}
-    print(f"Klein mixing: style-only vs content-only {relative_error(style_only, content_only):.2e}, mix 1 vs "
-          f"style-only {relative_error(mixed[1], style_only):.2e}, mix 0.5 vs content-only "
-          f"{relative_error(mixed[0.5], content_only):.2e}, vs style-only {relative_error(mixed[0.5], style_only):.2e}")
+    content_only, style_only, mixed = mixing_sweep(comfy_in_process, klein, structure, klein["z_style"],
+                                                   klein["z_style"], "Klein")
     assert relative_error(style_only, content_only) > 1e-2, "the two codes must decode differently"
     assert torch.equal(mixed[0], content_only)
     assert torch.equal(mixed[1], style_only), relative_error(mixed[1], style_only)
@@ -79,12 +87,8 @@ def test_mixing_by_layer_depth_on_z_image_sweeps_from_the_content_code_to_the_st
     forward pass of the 0.9B model takes seconds on the CPU."""
     latent = {"samples": torch.randn(1, 16, 4, 4, generator=torch.Generator().manual_seed(1))}
     structure = encode(comfy_in_process, zimage, latent, iterations=0, t0=0.5, steps=2)
-    content_only = decode(comfy_in_process, zimage, structure, mix=0.0)
-    style_only = decode(comfy_in_process, zimage, structure, mix=0.0, z_content=zimage["z_style"])
-    mixed = {mix: decode(comfy_in_process, zimage, structure, mix=mix, z_style=zimage["z_style"]) for mix in (0, 0.5, 1)}
-    print(f"Z-Image mixing: style-only vs content-only {relative_error(style_only, content_only):.2e}, mix 1 vs "
-          f"style-only {relative_error(mixed[1], style_only):.2e}, mix 0.5 vs content-only "
-          f"{relative_error(mixed[0.5], content_only):.2e}, vs style-only {relative_error(mixed[0.5], style_only):.2e}")
+    content_only, style_only, mixed = mixing_sweep(comfy_in_process, zimage, structure, zimage["z_style"],
+                                                   zimage["z_style"], "Z-Image")
     apart = relative_error(style_only, content_only)
     assert apart > 1e-3, "the two codes must decode differently"
     assert torch.equal(mixed[0], content_only)
