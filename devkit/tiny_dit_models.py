@@ -235,7 +235,8 @@ def ensure_dit_loras(models_dir: Path, built: list[Path], seed: int) -> list[Pat
         if files[0] not in built:
             continue
         recipe = {"builder": BUILDER_VERSION, "seed": seed, "components": components,
-                  "sha256": [json.loads(f.with_name(f.name + ".stamp.json").read_text())["sha256"] for f in files]}
+                  "model_sha256": [json.loads(f.with_name(f.name + ".stamp.json").read_text())["sha256"]
+                                   for f in files]}
         base = ["--diffusion-model", str(files[0]), "--text-encoder", str(files[1]),
                 "--vae", str(models_dir / "vae_approx" / spec.vae)]
         loras.append(ensure_built(models_dir / "loras" / file_name, json.loads(json.dumps(recipe)),

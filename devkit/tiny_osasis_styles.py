@@ -53,11 +53,14 @@ def _sha256(path: Path) -> str:
 
 def ensure_dit_osasis_styles(models_dir: Path, host_version: tuple, seed: int) -> list[Path]:
     """Build Klein's and Z-Image's default OSASIS styles from their tiny split files unless identical builds are
-    there; a family the host does not run is skipped (with the reason)."""
+    there; skipped (with the reason) where the host cannot run the family's tiny files or its osasis-stylise
+    workflow (the trainer's semantic code needs what that workflow needs: style tokens through the family's encoder)."""
     from .tiny_dit_models import unsupported_here
+    from .workflows import unsupported_workflow
     built = []
     for family in ("klein", "zimage"):
-        reason = unsupported_here(family, host_version)
+        reason = unsupported_here(family, host_version) or unsupported_workflow(f"osasis-stylise-{family}",
+                                                                                host_version)
         if reason is not None:
             print(f"[tiny_models] no tiny {family} OSASIS style: {reason}", flush=True)
         else:

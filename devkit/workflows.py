@@ -40,7 +40,8 @@ NEEDS_NEWER_HOST = {
                                         "`embedding:` (0.3.75 builds Z-Image's without an embeddings folder)"),
     "osasis-stylise-zimage": ((0, 3, 75), "mixing z_style into OSASIS Decode on Z-Image needs the \"double_block\" "
                                           "patches ComfyUI's Lumina 2 model calls after each layer (0.3.75 and 0.3.64 "
-                                          "have none)"),
+                                          "have none), and its semantic codes need style tokens, which 0.3.75's "
+                                          "Qwen3 tokenizer cannot read"),
 }
 
 
