@@ -19,7 +19,7 @@ from comfy_adapter import versions
 
 from devkit import paths
 from devkit.soak import variant
-from devkit.workflows import api_workflows, unsupported_workflow, workflow_family
+from devkit.workflows import HEAVY_FAMILIES, api_workflows, unsupported_workflow, workflow_family
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.server, pytest.mark.hosts]
 PROMPTS, CLIENTS, CANCELLED = 30, 3, (4, 9, 15, 22, 27)
@@ -27,9 +27,6 @@ PROMPTS, CLIENTS, CANCELLED = 30, 3, (4, 9, 15, 22, 27)
 # inversion iterations); a cancelled prompt samples SLOW_STEPS, so the interrupt lands mid-run.
 QUICK, SLOW_STEPS = {"steps": 4, "inversion_iterations": 1}, 400
 DEADLINE_S = 1500
-# Z-Image's tiny model is ComfyUI's smallest detectable Z-Image, ~0.9B parameters: its workflows take seconds a step
-# on CPU, so they run in test_workflows.py and test_frontend.py, and this test's load is the other families'.
-HEAVY_FAMILIES = {"zimage"}
 
 
 def workflows() -> list[str]:

@@ -1,12 +1,14 @@
 """The real ComfyUI frontend in headless Chromium: every bundled workflow loads from the Templates route
 with every node known, no error or missing-node dialog, the graph the file describes and no node drawn over
-another, and the prompt the frontend makes of it runs on the host."""
+another, and the prompt the frontend makes of it runs on the host (for the heavy Z-Image workflows: is the API twin
+that test_workflows.py runs on this host, input for input)."""
 import pytest
 
 from devkit.browser import drop_workflow_png, frontend, load_workflow, prompt_of_shown_graph, registered_stylesmith_nodes
 from devkit.node_docs import stylesmith_nodes
 from devkit.family_gate import workflow_params
-from devkit.workflows import overlapping_boxes, ui_workflows
+from devkit.workflows import (HEAVY_FAMILIES, api_graph, api_workflows, overlapping_boxes, ui_workflows,
+                              workflow_family)
 
 pytestmark = [pytest.mark.server, pytest.mark.hosts]
 
@@ -32,7 +34,11 @@ def test_workflow_loads_in_the_real_frontend_and_runs(name, page, comfy_server, 
     screenshot = tmp_path / f"{name}.png"
     page.save_screenshot(str(screenshot))
     assert screenshot.stat().st_size > 20_000, "the screenshot is (nearly) empty"
-    result = comfy_server.run(prompt_of_shown_graph(page))
+    prompt = prompt_of_shown_graph(page)
+    if workflow_family(name) in HEAVY_FAMILIES:
+        assert api_graph(prompt) == api_graph(api_workflows()[name]), "the frontend's prompt is not the API twin"
+        return
+    result = comfy_server.run(prompt)
     assert result.status == "success" and result.images, f"the graph the frontend shows did not run: {result.error}"
 
 
