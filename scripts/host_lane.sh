@@ -7,8 +7,7 @@
 #   scripts/host_lane.sh /path/to/ComfyUI -- -k osasis # arguments after -- go to pytest
 # Each host gets its own state folder, .stylesmith/hosts/NAME, with a venv that overlays the pinned one (only the
 # host's own requirements are installed there), its own base directory, and the pinned host's tiny models (hard links: see share_tiny_models).
-# A ComfyUI folder you give is used in place, never changed. The hosts' tests run side by side. Exits non-zero if any
-# host fails, after running all.
+# A ComfyUI folder you give is used in place, never changed. Exits non-zero if any host fails, after running all.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${STYLESMITH_HOME:-$ROOT/.stylesmith}"
@@ -41,10 +40,7 @@ share_tiny_models() {
   cp -al "$from" "$to" 2>/dev/null || { rm -rf "$to"; say "cannot hard-link $from: building this host's tiny models"; }
 }
 
-# Each host is set up in turn (pip and the unpacking share the disk and the cache), then all hosts' tests run at once,
-# each writing its own log (printed whole once all have finished): the tests are mostly single-threaded, so on a
-# two-core CI machine two hosts take little longer than one.
-names=() comfys=() homes=()
+failed=()
 for host in "${hosts[@]}"; do
   if [ "$host" = "$WHEEL_HOST" ]; then
     name="comfyui-$WHEEL_HOST_VERSION"
@@ -62,30 +58,15 @@ for host in "${hosts[@]}"; do
     name="$(basename "$comfy")-$(printf '%s' "$comfy" | sha256sum | cut -c1-8)"
     home="$STATE/hosts/$name"
   fi
+  started=$SECONDS
   share_tiny_models "$STATE/base/models" "$home/base/models"
   STYLESMITH_HOME="$home" COMFYUI_PATH="$comfy" STYLESMITH_BASE_VENV="$STATE/venv" bash "$ROOT/scripts/setup.sh"
-  names+=("$name") comfys+=("$comfy") homes+=("$home")
-done
-
-started=$SECONDS
-pids=()
-for i in "${!names[@]}"; do
-  say "${names[$i]}: running the tests marked 'hosts' on ${comfys[$i]} (log: ${homes[$i]}/lane.log)"
-  (cd "$ROOT" && STYLESMITH_HOME="${homes[$i]}" COMFYUI_PATH="${comfys[$i]}" \
-     "${homes[$i]}/venv/bin/python" -m pytest -m hosts "$@" >"${homes[$i]}/lane.log" 2>&1) &
-  pids+=($!)
-done
-failed=()
-for i in "${!names[@]}"; do
-  status=0
-  wait "${pids[$i]}" || status=$?
-  say "---- ${names[$i]} ----"
-  cat "${homes[$i]}/lane.log"
-  if [ $status -eq 0 ]; then
-    say "${names[$i]}: passed (all hosts in $((SECONDS - started)) s)"
+  say "$name: running the tests marked 'hosts' on $comfy"
+  if (cd "$ROOT" && STYLESMITH_HOME="$home" COMFYUI_PATH="$comfy" "$home/venv/bin/python" -m pytest -m hosts "$@"); then
+    say "$name: passed in $((SECONDS - started)) s"
   else
-    say "${names[$i]}: FAILED (all hosts in $((SECONDS - started)) s)"
-    failed+=("${names[$i]}")
+    say "$name: FAILED after $((SECONDS - started)) s"
+    failed+=("$name")
   fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
