@@ -62,9 +62,28 @@ def unsupported_workflow(name: str, host_version: tuple) -> str | None:
     return reason
 
 
-def api_graph(prompt: dict) -> dict:
-    """A prompt's nodes as class type and inputs only (the frontend adds a `_meta` title to each)."""
-    return {node_id: {"class_type": node["class_type"], "inputs": node["inputs"]} for node_id, node in prompt.items()}
+def declared_default(info: dict, name: str):
+    """The value the host gives an input the prompt leaves out: its declared default, a combo's first option."""
+    spec = dict(_input_specs(info))[name]
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return options.get("default", spec[0][0] if isinstance(spec[0], list) else None)
+
+
+def prompt_differences(made: dict, api: dict, object_info: dict) -> list[str]:
+    """Where a prompt the frontend made runs otherwise than the API twin: a node or input value that differs, or an
+    input the twin leaves out set to other than the host's default for it (the frontend sends every widget)."""
+    differences = [f"node {i} only in one of them" for i in sorted(made.keys() ^ api.keys())]
+    for node_id in sorted(made.keys() & api.keys()):
+        ours, theirs = api[node_id], made[node_id]
+        if ours["class_type"] != theirs["class_type"]:
+            differences.append(f"node {node_id}: {theirs['class_type']} for {ours['class_type']}")
+            continue
+        info = object_info[ours["class_type"]]
+        for name in sorted(ours["inputs"].keys() | theirs["inputs"].keys()):
+            expected = ours["inputs"][name] if name in ours["inputs"] else declared_default(info, name)
+            if theirs["inputs"].get(name) != expected:
+                differences.append(f"node {node_id} {name}: {theirs['inputs'].get(name)!r} for {expected!r}")
+    return differences
 
 
 def _is_link(value) -> bool:
