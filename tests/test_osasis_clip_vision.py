@@ -97,7 +97,7 @@ def test_trainer_makes_the_nodes_code_and_records_it(family, tiny_checkpoint, ti
     assert style.semantic == {"source": "clip_vision", "file": random_clip_vision.name}
     assert style.family == family and len(result.history["total"]) == 2
     assert all(torch.isfinite(v).all() for v in style.lora.values())
-    context = result.photo.inputs[0]["c_crossattn"]
+    context = result.photo.codes[0][0]
     assert context.shape[1] == 1, "the photo was inverted under its one-token image-embedding code"
 
     node = run_semantics(comfy_in_process, family, random_clip_vision)

@@ -80,8 +80,8 @@ def test_the_style_branch_starts_from_the_photo_and_must_reach_the_style_image(t
     sigmas = structure_sigmas(diffusion.model, "normal", 50, 0.5).double()
     timesteps = diffusion.unet.model_sampling.timestep(sigmas.float())
     with torch.no_grad():
-        code = ddim_invert(clean, sigmas, lambda x, s: diffusion.eps(x, s, photo.inputs[0]), 3)
-        start = Encoded(photo.images, clean, photo.inputs, code)
+        code = ddim_invert(clean, sigmas, lambda x, s: diffusion.eps(x, s, photo.denoiser_inputs(diffusion)), 3)
+        start = Encoded(photo.images, clean, photo.codes, code)
         x = code
         for k in range(len(sigmas) - 1):
             x, x0_image, loss = step.style_step(x, start, float(sigmas[k]), float(sigmas[k + 1]), timesteps[k])
@@ -240,7 +240,7 @@ def one_iteration(tiny_checkpoint, osasis_images, encoder, tmp_path_factory):
             return real_style_step(self, x, photo, *rest)
         finally:
             branch.pop()
-            calls[first]["inputs"] = photo.inputs[0]
+            calls[first]["inputs"] = photo.denoiser_inputs(self.diffusion)
 
     args = parse_args(argv(tiny_checkpoint("sd15"), osasis_images, encoder, tmp_path_factory.mktemp("one"), steps=1))
     with pytest.MonkeyPatch.context() as patch:
@@ -300,7 +300,7 @@ def test_at_iteration_zero_the_content_branch_compares_like_with_like(one_iterat
     x = content.code
     with torch.no_grad():
         for k in range(len(sigmas) - 1):
-            x, _, parts = step.content_step(x, content, content.stacked_inputs, float(sigmas[k]), float(sigmas[k + 1]),
+            x, _, parts = step.content_step(x, content, content.denoiser_inputs(diffusion), float(sigmas[k]), float(sigmas[k + 1]),
                                             timesteps[k])
         seen = diffusion.decode_latents(x, args.loss_resolution)
         moved = (encode(seen) - encode(content.images)).norm() / encode(content.images).norm()

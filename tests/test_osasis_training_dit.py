@@ -80,7 +80,7 @@ def held_out_content_losses(trained) -> tuple[float, float]:
         x, total = held.code, 0.0
         with torch.no_grad():
             for k in range(len(result.sigmas) - 1):
-                x, value, _ = step.content_step(x, held, held.stacked_inputs, float(result.sigmas[k]),
+                x, value, _ = step.content_step(x, held, held.denoiser_inputs(result.diffusion), float(result.sigmas[k]),
                                                 float(result.sigmas[k + 1]), result.timesteps[k])
                 total += value.item()
         return total
@@ -151,6 +151,26 @@ def test_the_decode_node_reproduces_the_trainers_stylised_klein_latent(trained, 
 
 
 @pytest.mark.zimage
+@pytest.mark.family("zimage")
+def test_content_codes_join_as_comfyui_joins_them_and_rows_it_runs_apart_are_refused(trained_zimage):
+    """A batch's denoiser inputs come from ComfyUI's own joining of conditionings: codes of one length make one
+    batch; on Z-Image a caption a token shorter (another caption token count, so ComfyUI would run it apart) stops
+    with what to change."""
+    from trainers.osasis.step import Encoded
+    _, result = trained_zimage
+    photo = result.photo
+    cond, pooled = photo.codes[0]
+
+    def pair(second) -> Encoded:
+        return Encoded(photo.images.repeat(2, 1, 1, 1), photo.clean.repeat(2, 1, 1, 1), [(cond, pooled), second],
+                       photo.code.repeat(2, 1, 1, 1))
+
+    joined = pair((cond, pooled)).denoiser_inputs(result.diffusion)["c_crossattn"]
+    assert torch.equal(joined, torch.cat([cond, cond]))
+    with pytest.raises(ValueError, match="as one batch .* same template and style encoder"):
+        pair((cond[:, :-1], pooled)).denoiser_inputs(result.diffusion)
+
+
 @pytest.mark.family("zimage")
 def test_z_image_training_lowers_the_held_out_content_loss_and_records_its_family(trained_zimage):
     """On Z-Image's split files: z_sem through Qwen3-4B (ComfyUI's Z-Image encoder), a 16-channel SPN, native

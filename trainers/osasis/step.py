@@ -30,31 +30,29 @@ STYLE_BRANCH_SPN_WEIGHT = 1.0   # the authors add the style branch's SPN output 
 
 @dataclass
 class Encoded:
-    """Per image, what the frozen model A fixes: the images as the losses see them (`loss_images`), latents,
-    UNet inputs of z_sem, x_t0."""
+    """Per image, what the frozen model A fixes: the images as the losses see them (`loss_images`), latents, the
+    semantic code z_sem as (cond, pooled), x_t0."""
     images: torch.Tensor
     clean: torch.Tensor
-    inputs: list[dict]
+    codes: list[tuple[torch.Tensor, torch.Tensor | None]]
     code: torch.Tensor
 
     def __getitem__(self, picked) -> "Encoded":
         rows = picked.tolist() if isinstance(picked, torch.Tensor) else list(range(self.code.shape[0]))[picked]
-        return Encoded(self.images[rows], self.clean[rows], [self.inputs[i] for i in rows], self.code[rows])
+        return Encoded(self.images[rows], self.clean[rows], [self.codes[i] for i in rows], self.code[rows])
 
-    @property
-    def stacked_inputs(self) -> dict:
-        """The rows' denoiser kwargs as one batch: tensors joined; constants (Z-Image's caption token count) kept,
-        since every z_sem comes from one template and so has one length."""
-        return {k: stack_input(k, [d[k] for d in self.inputs]) for k in self.inputs[0]}
+    def rows(self) -> list["Encoded"]:
+        return [self[i:i + 1] for i in range(self.code.shape[0])]
 
-
-def stack_input(name: str, values: list):
-    if all(isinstance(v, torch.Tensor) for v in values):
-        return torch.cat(values)
-    if any(v != values[0] for v in values):
-        raise ValueError(f"the content codes disagree on the denoiser input {name!r} ({values}): the semantic codes of "
-                         "one batch must have one length; encode them all with the same template and style encoder")
-    return values[0]
+    def denoiser_inputs(self, diffusion) -> dict:
+        """The rows' denoiser kwargs as one batch, joined as ComfyUI's sampler joins conditionings
+        (`ComfyDiffusion.batched_inputs`)."""
+        pooled = None if self.codes[0][1] is None else torch.cat([p for _, p in self.codes])
+        groups = diffusion.batched_inputs([c for c, _ in self.codes], pooled, self.clean)
+        if len(groups) > 1:
+            raise ValueError(f"ComfyUI cannot run these {len(self.codes)} content codes as one batch (it would run them "
+                             f"in {len(groups)} groups): encode them all with the same template and style encoder")
+        return groups[0][1]
 
 
 def invert_all(diffusion, images: torch.Tensor, codes, sigmas, iterations: int, loss_size: int, desc: str) -> Encoded:
@@ -67,7 +65,7 @@ def invert_all(diffusion, images: torch.Tensor, codes, sigmas, iterations: int, 
             out.append(ddim_invert(latents[i:i + 1], sigmas, lambda x, s, i=i: diffusion.eps(x, s, inputs[i]),
                                    iterations))
         seen = diffusion.decode_latents(latents, loss_size)
-    return Encoded(seen, latents, inputs, torch.cat(out))
+    return Encoded(seen, latents, list(codes), torch.cat(out))
 
 
 def loss_images(diffusion, images: torch.Tensor, size: int) -> torch.Tensor:
@@ -115,15 +113,15 @@ class OsasisStep(nn.Module):
 
     def style_step(self, x, photo: Encoded, sigma_a: float, sigma_b: float, timestep):
         """(x at sigma_b, the x0 prediction as an IMAGE, its reconstruction loss against I_B^s) for the code of I_A^s."""
-        x_next, reconstruction = self._decoded_x0(x, photo.clean, photo.inputs[0], sigma_a, sigma_b, timestep,
-                                                  STYLE_BRANCH_SPN_WEIGHT)
+        x_next, reconstruction = self._decoded_x0(x, photo.clean, photo.denoiser_inputs(self.diffusion), sigma_a,
+                                                  sigma_b, timestep, STYLE_BRANCH_SPN_WEIGHT)
         return x_next, reconstruction, reconstruction_loss(self.encode, reconstruction, self.style, self.lpips)
 
 
 def reverse_iteration(loop, step_module: OsasisStep, content: Encoded, photo: Encoded, sigmas, timesteps) -> dict[str, float]:
     """One iteration: B runs the reverse from x_t0 for the content codes and for the code of I_A^s, with an
     optimiser step at every reverse step (then x_t is detached); returns each loss averaged over the steps."""
-    x_content, x_style, inputs = content.code, photo.code, content.stacked_inputs
+    x_content, x_style, inputs = content.code, photo.code, content.denoiser_inputs(step_module.diffusion)
     totals, n = {}, len(sigmas) - 1
     for k in range(n):
         sigma_a, sigma_b, t = float(sigmas[k]), float(sigmas[k + 1]), timesteps[k]
@@ -145,7 +143,7 @@ def stylise(diffusion, lora: LoRASet, spn, content: Encoded, sigmas, timesteps, 
     """Model-space latents of the content codes decoded by B with the SPN: what OSASIS Decode computes."""
     lora.attach()
     with torch.no_grad():
-        return torch.cat([osasis_decode(content.code[i:i + 1], sigmas,
-                                        lambda x, s, i=i: diffusion.eps(x, s, content.inputs[i]),
-                                        spn, content.clean[i:i + 1], timesteps, spn_weight)
-                          for i in range(content.code.shape[0])])
+        return torch.cat([osasis_decode(row.code, sigmas,
+                                        lambda x, s, inputs=row.denoiser_inputs(diffusion): diffusion.eps(x, s, inputs),
+                                        spn, row.clean, timesteps, spn_weight)
+                          for row in content.rows()])
