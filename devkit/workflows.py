@@ -193,7 +193,9 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
                     if _is_link(value):
                         inputs.append({"name": name, "type": spec[0] if isinstance(spec[0], str) else "COMBO",
                                        "widget": {"name": name}, "link": None})
-                        value = spec[1].get("default") if len(spec) > 1 and isinstance(spec[1], dict) else None
+                    if value is None or _is_link(value):
+                        # the frontend sends every widget: one the API twin leaves out gets what the host would use
+                        value = declared_default(info, name)
                     widgets_values += [value] + _extra_widget_values(spec)
                 else:
                     inputs.append({"name": name, "type": spec[0], "link": None})

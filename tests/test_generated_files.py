@@ -11,7 +11,7 @@ import pytest
 
 from devkit.node_docs import NODES_DOC, nodes_markdown, stylesmith_nodes
 from devkit.paths import REPO_ROOT
-from devkit.workflows import api_to_ui, api_workflows, ui_workflows
+from devkit.workflows import _extra_widget_values, _input_specs, _is_widget, api_to_ui, api_workflows, ui_workflows
 
 pytestmark = pytest.mark.server
 
@@ -45,3 +45,26 @@ def test_ui_workflow_is_generated_from_its_api_twin(name, object_info):
     expected = api_to_ui(api_workflows()[name], object_info)
     assert ui_workflows()[name] == json.loads(json.dumps(expected)), \
         f"workflows/{name}.json is stale: run python -m devkit.generate"
+
+
+def widget_values(node: dict, info: dict) -> dict:
+    """{widget name: the value a UI-format node stores for it}, skipping the values the frontend keeps after some
+    widgets (seed control, image upload)."""
+    values, position = {}, 0
+    for name, spec in _input_specs(info):
+        if _is_widget(spec):
+            values[name] = node["widgets_values"][position]
+            position += 1 + len(_extra_widget_values(spec))
+    return values
+
+
+@pytest.mark.parametrize("name", sorted(ui_workflows()))
+def test_ui_workflow_gives_every_unlinked_widget_a_value(name, object_info):
+    """The frontend sends every widget that no link feeds: a None where the API twin leaves an input out (CLIPLoader's
+    device) reaches the server, and ComfyUI 0.3.75 refuses it ("device: 'None' not in ['default', 'cpu']")."""
+    unset = []
+    for node in ui_workflows()[name]["nodes"]:
+        linked = {i["name"] for i in node["inputs"] if "widget" in i and i["link"] is not None}
+        unset += [f"node {node['id']} {widget}" for widget, value in
+                  widget_values(node, object_info[node["type"]]).items() if value is None and widget not in linked]
+    assert not unset, f"workflows/{name}.json leaves {unset} at None: run python -m devkit.generate"
