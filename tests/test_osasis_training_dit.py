@@ -80,7 +80,7 @@ def held_out_content_losses(trained) -> tuple[float, float]:
         x, total = held.code, 0.0
         with torch.no_grad():
             for k in range(len(result.sigmas) - 1):
-                x, value, _ = step.content_step(x, held, held.denoiser_inputs(result.diffusion), float(result.sigmas[k]),
+                x, value, _ = step.content_step(x, held, held.denoiser_inputs(diffusion), float(result.sigmas[k]),
                                                 float(result.sigmas[k + 1]), result.timesteps[k])
                 total += value.item()
         return total

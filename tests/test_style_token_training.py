@@ -262,22 +262,13 @@ def test_stage3_moves_the_encoder_through_the_text_encoder_and_unet(tiny_checkpo
         assert (tmp_path / "out" / picture).is_file()
 
 
-def test_stage3_lowers_the_diffusion_loss_on_fixed_noises(tiny_checkpoint, synthetic, tmp_path):
-    """Not merely moved weights: the diffusion loss of the encoder's tokens, on the training images with fixed
-    noises and timesteps, is lower after stage 3 than before."""
-    from comfy_adapter.diffusion import ComfyDiffusion
+def stage3_fixed_noise_losses(diffusion, data, start, trained) -> tuple[float, float]:
+    """Stage 3's held-out check: the diffusion loss of an encoder's tokens on the training images under 8 noise and
+    sigma draws fixed by seeds 500-507, for the start encoder and the trained one."""
     from core.data.image_preprocess import preprocess
-    from core.formats.style_encoder_file import load_style_encoder, save_style_encoder
-    from devkit.tiny_style_encoders import build_style_encoder
-    from trainers.style_tokens import stage3 as stage3
-    start = tmp_path / "start.safetensors"
-    save_style_encoder(build_style_encoder("sd15", seed=2), start)
-    stage3.train(stage3.parse_args(["--checkpoint", str(tiny_checkpoint("sd15")), "--data", str(synthetic),
-                                    "--encoder", str(start), "--output-dir", str(tmp_path / "out"), "--resolution", "64",
-                                    "--steps", "30", "--batch-size", "3", "--lr", "3e-3", "--sample-steps", "0",
-                                    "--workers", "0"]))
-    diffusion = ComfyDiffusion(tiny_checkpoint("sd15"), torch.device("cpu"))
-    examples = read_style_dataset(synthetic).examples
+    from core.formats.style_encoder_file import load_style_encoder
+    from trainers.style_tokens import stage3
+    examples = read_style_dataset(data).examples
     images = stage1.load_images(examples, 64, workers=0)
     latents = diffusion.encode_images(images)
 
@@ -288,7 +279,25 @@ def test_stage3_lowers_the_diffusion_loss_on_fixed_noises(tiny_checkpoint, synth
             return sum(stage3.style_loss(diffusion, encoder, pixels, latents, [e.caption for e in examples], "sks",
                                          torch.Generator().manual_seed(500 + s)).item() for s in range(8)) / 8
 
-    before, after = fixed_loss(start), fixed_loss(tmp_path / "out" / "style_encoder.safetensors")
+    return fixed_loss(start), fixed_loss(trained)
+
+
+def test_stage3_lowers_the_diffusion_loss_on_fixed_noises(tiny_checkpoint, synthetic, tmp_path):
+    """Not merely moved weights: the diffusion loss of the encoder's tokens, on the training images with fixed
+    noises and timesteps, is lower after stage 3 than before."""
+    from comfy_adapter.diffusion import ComfyDiffusion
+    from core.formats.style_encoder_file import save_style_encoder
+    from devkit.tiny_style_encoders import build_style_encoder
+    from trainers.style_tokens import stage3 as stage3
+    start = tmp_path / "start.safetensors"
+    save_style_encoder(build_style_encoder("sd15", seed=2), start)
+    stage3.train(stage3.parse_args(["--checkpoint", str(tiny_checkpoint("sd15")), "--data", str(synthetic),
+                                    "--encoder", str(start), "--output-dir", str(tmp_path / "out"), "--resolution", "64",
+                                    "--steps", "30", "--batch-size", "3", "--lr", "3e-3", "--sample-steps", "0",
+                                    "--workers", "0"]))
+    diffusion = ComfyDiffusion(tiny_checkpoint("sd15"), torch.device("cpu"))
+    trained = tmp_path / "out" / "style_encoder.safetensors"
+    before, after = stage3_fixed_noise_losses(diffusion, synthetic, start, trained)
     assert after <= 0.95 * before, f"fixed-noise loss {before:.4f} -> {after:.4f}"
 
 

@@ -50,8 +50,8 @@ class Encoded:
         pooled = None if self.codes[0][1] is None else torch.cat([p for _, p in self.codes])
         groups = diffusion.batched_inputs([c for c, _ in self.codes], pooled, self.clean)
         if len(groups) > 1:
-            raise ValueError(f"ComfyUI cannot run these {len(self.codes)} content codes as one batch (it would run them "
-                             f"in {len(groups)} groups): encode them all with the same template and style encoder")
+            raise ValueError(f"ComfyUI cannot run these {len(self.codes)} content codes as one batch (it would run "
+                             f"them in {len(groups)} groups): encode them all with the same template and style encoder")
         return groups[0][1]
 
 
