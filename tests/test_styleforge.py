@@ -26,7 +26,8 @@ PRIOR_STEPS, PRIOR_MARGIN = 100, 0.85
 
 # The lane (`hosts`) runs what meets the host: loading, ComfyUI's LoRA keys, training through its models (the
 # `trained` run). A run's interruption, resume, full disk and ranks, and how far its loss falls, are the pack's own
-# loop and optimiser, the same on every ComfyUI: pinned host only.
+# loop and optimiser, the same on every ComfyUI: pinned host only. So is what the prior term's weight does to the
+# Aux loss over training (that the logged term is the Aux loss under the class prompt runs on every host).
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
@@ -144,7 +145,6 @@ def test_training_loss_falls(tiny_checkpoint, image_sets, tmp_path):
     assert after < 0.9 * before, f"fixed-set instance loss {before:.4f} -> {after:.4f}"
 
 
-@pytest.mark.hosts
 def test_prior_term_binds_the_aux_images_to_the_class_prompt(tiny_checkpoint, image_sets, tmp_path):
     aux_loss = {}
     for weight in ("0", "1"):
