@@ -330,7 +330,7 @@ def test_contrastive_term_makes_a_small_encoder_retrieve_styles_of_unseen_conten
     for weight in ("0", "1"):
         stage2.train(stage2.parse_args(["--data", str(train), "--tokens", str(tmp_path / "tokens"),
                                         "--output-dir", str(tmp_path / f"enc{weight}"), "--architecture",
-                                        "StyleSmith-Tiny-ViT", "--random-init", "--steps", "800", "--batch-size", "32", "--lr", "1e-3",
+                                        "StyleSmith-Tiny-ViT", "--random-init", "--steps", "300", "--batch-size", "32", "--lr", "3e-3",
                                         "--contrastive-weight", weight, "--holdout", "0.05"]))
         accuracy[weight] = style_eval.main(style_eval.parse_args(
             ["--data", str(test), "--encoder", str(tmp_path / f"enc{weight}" / "style_encoder.safetensors")]))
