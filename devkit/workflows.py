@@ -35,9 +35,9 @@ def workflow_family(name: str) -> str:
 
 
 # Families whose tiny models are slow to run: ComfyUI detects Z-Image only at width 3840, so its tiny model has ~0.9B
-# parameters and its workflows take minutes on a CPU. test_workflows.py runs each of their workflows with its
-# ablations; the frontend test checks the prompt the frontend makes is that graph instead of running it again, and
-# the busy-server test leaves them out.
+# parameters (3.6 GB in fp32 on the CPU) and a run of one of its workflows takes up to tens of seconds.
+# test_workflows.py runs each of their workflows with its ablations; the frontend test checks the prompt the frontend
+# makes is that graph instead of running it again, and the busy-server test leaves them out.
 HEAVY_FAMILIES = {"zimage"}
 
 
